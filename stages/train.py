@@ -1,0 +1,47 @@
+"""train: train one variant (`variant=<name>`), save the model and its history.
+
+Under `--multirun` each job writes into its own Hydra sweep directory instead of
+the pipeline's outputs.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+
+from fmnist.config import load_config
+from fmnist.data.prepare import Prepared
+from fmnist.io import atomic_dir, write_json
+from fmnist.seeding import seed_everything
+from fmnist.training import family, write_history
+from stages.common import output_root
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(config_path=".", config_name="entry", version_base=None)
+def main(raw) -> None:
+    config = load_config(raw)
+    name, variant = config.selected()
+    seed_everything(config.seed)
+    root = output_root()
+
+    data = Prepared.load(config.paths.prepared)
+    result = family(variant.family).train(
+        name, variant, data, config.seed, jit_compile=config.train.jit_compile
+    )
+
+    summary = {
+        "epochs": len(result.history),
+        "trainable_params": result.trainable_params,
+        "train_seconds": round(result.seconds, 2),
+    }
+    write_history(root / config.paths.metrics / name / "history.csv", result.history)
+    with atomic_dir(root / config.paths.models / name) as tmp:
+        result.save(tmp)
+        write_json(tmp / "summary.json", summary)
+    log.info("%s: trained in %.1f s; model in %s", name, result.seconds, root / config.paths.models / name)
+
+
+if __name__ == "__main__":
+    main()
