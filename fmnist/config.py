@@ -8,8 +8,8 @@ before any work starts. Errors name the key, what was expected and what was foun
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -82,7 +82,8 @@ class VariantConfig:
 
 @dataclass
 class TrainConfig:
-    jit_compile: bool = True
+    jit_compile: bool = False
+    mixed_precision: bool = False
 
 
 @dataclass

@@ -72,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     write(overrides=args.overrides)
-    print(
-        f"wrote {PARAMS_FILE.relative_to(Path.cwd()) if PARAMS_FILE.is_relative_to(Path.cwd()) else PARAMS_FILE}"
-    )
+    print(f"wrote {PARAMS_FILE}")
     return 0
 
 

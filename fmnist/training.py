@@ -47,7 +47,9 @@ def check_finite(variant: str, epoch: int, values: dict[str, float]) -> None:
             )
 
 
-def write_history(path: str | os.PathLike[str], rows: Sequence[dict[str, float]]) -> None:
+def write_history(
+    path: str | os.PathLike[str], rows: Sequence[dict[str, float]]
+) -> None:
     """Write per-epoch rows as CSV (one row per epoch), atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:

@@ -6,10 +6,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 
+def is_multirun() -> bool:
+    """Whether Hydra runs this job as part of a `--multirun` sweep."""
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def output_root() -> Path:
     """Where a stage writes: the repository root, or the job's sweep directory
     when Hydra runs it under `--multirun`."""
-    hydra_config = HydraConfig.get()
-    if hydra_config.mode == RunMode.MULTIRUN:
-        return Path(hydra_config.runtime.output_dir)
+    if is_multirun():
+        return Path(HydraConfig.get().runtime.output_dir)
     return Path(".")

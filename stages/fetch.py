@@ -19,12 +19,18 @@ def main(raw) -> None:
 
     dataset = sources.fetch(config.fetch)
     summary = sources.verify(dataset.arrays, sources.COUNTS, sources.SHA256)
-    log.info("verified %s from %s", {k: v.shape for k, v in dataset.arrays.items()}, dataset.source)
+    log.info(
+        "verified %s from %s",
+        {k: v.shape for k, v in dataset.arrays.items()},
+        dataset.source,
+    )
 
     with atomic_path(config.paths.raw) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **dataset.arrays)
-    write_json(Path(config.paths.metrics) / "fetch.json", {"source": dataset.source, **summary})
+    write_json(
+        Path(config.paths.metrics) / "fetch.json", {"source": dataset.source, **summary}
+    )
     log.info("wrote %s", config.paths.raw)
 
 

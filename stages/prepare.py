@@ -18,7 +18,9 @@ def main(raw) -> None:
     config = load_config(raw)
 
     with np.load(config.paths.raw) as arrays:
-        data = prepare(dict(arrays), config.prepare, derive_seed(config.seed, "prepare"))
+        data = prepare(
+            dict(arrays), config.prepare, derive_seed(config.seed, "prepare")
+        )
     log.info(
         "train %s, test %s, %d held out for validation",
         data.x_train.shape,

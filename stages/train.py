@@ -1,20 +1,21 @@
 """train: train one variant (`variant=<name>`), save the model and its history.
 
 Under `--multirun` each job writes into its own Hydra sweep directory instead of
-the pipeline's outputs.
+the pipeline's outputs, and scores the test set there too, so a sweep is complete
+without the evaluate stage.
 """
 
 import logging
-from pathlib import Path
 
 import hydra
 
 from fmnist.config import load_config
 from fmnist.data.prepare import Prepared
+from fmnist.evaluate import evaluate_variant
 from fmnist.io import atomic_dir, write_json
 from fmnist.seeding import seed_everything
 from fmnist.training import family, write_history
-from stages.common import output_root
+from stages.common import is_multirun, output_root
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,13 @@ def main(raw) -> None:
     config = load_config(raw)
     name, variant = config.selected()
     seed_everything(config.seed)
+    if config.train.mixed_precision:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
     root = output_root()
+    model_dir = root / config.paths.models / name
+    metrics_dir = root / config.paths.metrics / name
 
     data = Prepared.load(config.paths.prepared)
     result = family(variant.family).train(
@@ -36,11 +43,16 @@ def main(raw) -> None:
         "trainable_params": result.trainable_params,
         "train_seconds": round(result.seconds, 2),
     }
-    write_history(root / config.paths.metrics / name / "history.csv", result.history)
-    with atomic_dir(root / config.paths.models / name) as tmp:
+    write_history(metrics_dir / "history.csv", result.history)
+    with atomic_dir(model_dir) as tmp:
         result.save(tmp)
         write_json(tmp / "summary.json", summary)
-    log.info("%s: trained in %.1f s; model in %s", name, result.seconds, root / config.paths.models / name)
+    log.info("%s: trained in %.1f s; model in %s", name, result.seconds, model_dir)
+
+    if is_multirun():
+        evaluate_variant(
+            name, variant, data, model_dir, metrics_dir, config.evaluate.batch_size
+        )
 
 
 if __name__ == "__main__":

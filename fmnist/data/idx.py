@@ -65,11 +65,14 @@ def read_idx(
 def _read(handle, path: Path, expected_magic: int | None, max_bytes: int) -> np.ndarray:
     head = handle.read(4)
     if len(head) < 4:
-        raise IdxError(f"{path}: expected a 4-byte IDX magic number, file has {len(head)} bytes")
+        raise IdxError(
+            f"{path}: expected a 4-byte IDX magic number, file has {len(head)} bytes"
+        )
     magic = struct.unpack(">I", head)[0]
     if expected_magic is not None and magic != expected_magic:
         raise IdxError(
-            f"{path}: wrong magic number: expected 0x{expected_magic:08x}, got 0x{magic:08x}"
+            f"{path}: wrong magic number: expected 0x{expected_magic:08x}, "
+            f"got 0x{magic:08x}"
         )
     zeros, type_code, ndim = head[0] << 8 | head[1], head[2], head[3]
     if zeros != 0 or type_code not in DTYPES or ndim == 0:
@@ -98,4 +101,6 @@ def _read(handle, path: Path, expected_magic: int | None, max_bytes: int) -> np.
         )
     if handle.read(1):
         raise IdxError(f"{path}: trailing data after the {size} bytes of shape {dims}")
-    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    )

@@ -48,7 +48,9 @@ class Prepared:
             return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
 
-def prepare(arrays: Mapping[str, np.ndarray], config: PrepareConfig, seed: int) -> Prepared:
+def prepare(
+    arrays: Mapping[str, np.ndarray], config: PrepareConfig, seed: int
+) -> Prepared:
     """Flatten, scale to [0, 1], subset and split off a seeded validation set.
 
     Args:
@@ -85,4 +87,6 @@ def _subset(size: int, limit: int | None, rng: np.random.Generator) -> np.ndarra
 
 
 def _flatten(images: np.ndarray) -> np.ndarray:
-    return (images.reshape(len(images), -1).astype(np.float32) / 255.0).astype(np.float32)
+    return (images.reshape(len(images), -1).astype(np.float32) / 255.0).astype(
+        np.float32
+    )

@@ -98,7 +98,8 @@ def verify(
             )
         if counts is not None and images.shape[0] != counts[split]:
             raise DataError(
-                f"{split}_images: expected {counts[split]} images, got {images.shape[0]}"
+                f"{split}_images: expected {counts[split]} images, "
+                f"got {images.shape[0]}"
             )
         if labels.size and labels.max() >= NUM_CLASSES:
             raise DataError(
@@ -111,7 +112,10 @@ def verify(
                 f"{split}_labels: expected {counts[split] // NUM_CLASSES} images per "
                 f"class, got {per_class.tolist()}"
             )
-        summary[split] = {"images": int(images.shape[0]), "per_class": per_class.tolist()}
+        summary[split] = {
+            "images": int(images.shape[0]),
+            "per_class": per_class.tolist(),
+        }
 
     found = {name: sha256(array) for name, array in arrays.items()}
     if digests is not None:
@@ -208,7 +212,9 @@ def fetch(config: FetchConfig) -> Dataset:
             return load_tfds(config.tfds_data_dir)
         except Exception as error:  # noqa: BLE001 - any failure falls back
             errors.append(f"tfds: {error}")
-            log.warning("tensorflow-datasets failed (%s); trying the next source", error)
+            log.warning(
+                "tensorflow-datasets failed (%s); trying the next source", error
+            )
     raise DataError(
         f"no source worked (searched {directories}; {'; '.join(errors)}). " + HOW_TO_GET
     )

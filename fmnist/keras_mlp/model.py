@@ -7,7 +7,9 @@ import keras
 from fmnist.config import VariantConfig
 
 
-def build(variant: VariantConfig, n_features: int = 784, n_classes: int = 10) -> keras.Model:
+def build(
+    variant: VariantConfig, n_features: int = 784, n_classes: int = 10
+) -> keras.Model:
     """Build the MLP a variant describes; it outputs logits.
 
     Each hidden layer is an affine step, then batch normalization (when asked),
@@ -37,11 +39,18 @@ def build(variant: VariantConfig, n_features: int = 784, n_classes: int = 10) ->
                     name=f"batchnorm{index}",
                 )
             )
-        layers.append(keras.layers.Activation(variant.activation, name=f"{variant.activation}{index}"))
+        layers.append(
+            keras.layers.Activation(
+                variant.activation, name=f"{variant.activation}{index}"
+            )
+        )
         if variant.dropout > 0:
             layers.append(keras.layers.Dropout(variant.dropout, name=f"dropout{index}"))
     layers.append(
-        keras.layers.Dense(n_classes, kernel_regularizer=regularizer, name="logits")
+        # Logits stay float32 under mixed precision, so the loss stays stable.
+        keras.layers.Dense(
+            n_classes, kernel_regularizer=regularizer, dtype="float32", name="logits"
+        )
     )
     return keras.Sequential(layers, name="mlp")
 

@@ -51,8 +51,8 @@ class _Guard(keras.callbacks.Callback):
             self.model.stop_training = True
             self.bar.close()
             raise DivergenceError(
-                f"variant {self.variant}: {self.failure} at epoch {epoch + 1}; training "
-                "diverged (try a lower learning_rate); no outputs were written"
+                f"variant {self.variant}: {self.failure} at epoch {epoch + 1}; "
+                "training diverged (try a lower learning_rate); no outputs were written"
             )
         self.bar.update(1)
         self.bar.set_postfix(
@@ -131,7 +131,9 @@ def train(
     return TrainResult(history, count_trainable(model), seconds, save)
 
 
-def load_logits_fn(directory: Path, variant: VariantConfig, n_features: int, n_classes: int):
+def load_logits_fn(
+    directory: Path, variant: VariantConfig, n_features: int, n_classes: int
+):
     """Load a saved model and return `(logits_fn, trainable_params)`."""
     model = keras.models.load_model(Path(directory) / MODEL_FILE, compile=False)
     if model.input_shape[-1] != n_features or model.output_shape[-1] != n_classes:

@@ -34,7 +34,9 @@ class BatchNorm(tf.Module):
         self.epsilon = epsilon
         self.gamma = tf.Variable(tf.ones([units]), name="gamma")
         self.beta = tf.Variable(tf.zeros([units]), name="beta")
-        self.moving_mean = tf.Variable(tf.zeros([units]), trainable=False, name="moving_mean")
+        self.moving_mean = tf.Variable(
+            tf.zeros([units]), trainable=False, name="moving_mean"
+        )
         self.moving_variance = tf.Variable(
             tf.ones([units]), trainable=False, name="moving_variance"
         )
@@ -88,7 +90,9 @@ class MLP(tf.Module):
         self.activation = ACTIVATIONS[activation]
         self.kernels, self.biases, self.norms = [], [], []
         last = len(sizes) - 2
-        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for index, (fan_in, fan_out) in enumerate(
+            zip(sizes[:-1], sizes[1:], strict=True)
+        ):
             weights = rng.normal(0.0, init_std, size=(fan_in, fan_out))
             self.kernels.append(
                 tf.Variable(weights.astype(np.float32), name=f"dense{index}_kernel")
@@ -109,7 +113,7 @@ class MLP(tf.Module):
         """Return the logits for a batch `x` of shape (batch, features)."""
         last = len(self.kernels) - 1
         for index, (kernel, bias, norm) in enumerate(
-            zip(self.kernels, self.biases, self.norms)
+            zip(self.kernels, self.biases, self.norms, strict=True)
         ):
             x = tf.matmul(x, kernel)
             if bias is not None:
@@ -124,7 +128,7 @@ class MLP(tf.Module):
         """All variables, trainable or not, under stable unique names."""
         named = {}
         for index, (kernel, bias, norm) in enumerate(
-            zip(self.kernels, self.biases, self.norms)
+            zip(self.kernels, self.biases, self.norms, strict=True)
         ):
             named[f"dense{index}/kernel"] = kernel
             if bias is not None:

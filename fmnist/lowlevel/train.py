@@ -80,13 +80,17 @@ def train(
     y_test = tf.constant(data.y_test.astype(np.int32))
     step = _make_step(network, optimizer, variant.l1, variant.l2, jit_compile)
     score = tf.function(
-        lambda x, y: _score(network, x, y), jit_compile=jit_compile, reduce_retracing=True
+        lambda x, y: _score(network, x, y),
+        jit_compile=jit_compile,
+        reduce_retracing=True,
     )
     batches = _batches(len(data.y_train), variant.batch_size, seed)
 
     history = []
     start = time.perf_counter()
-    epochs = tqdm(range(1, variant.epochs + 1), desc=name, unit="epoch", disable=not progress)
+    epochs = tqdm(
+        range(1, variant.epochs + 1), desc=name, unit="epoch", disable=not progress
+    )
     for epoch in epochs:
         train_stats = _run_epoch(step, x_train, y_train, batches(epoch))
         test_loss, test_accuracy = (float(v) for v in score(x_test, y_test))
@@ -100,9 +104,13 @@ def train(
             "test_accuracy": test_accuracy,
             **stats,
         }
-        check_finite(name, epoch, {k: row[k] for k in ("train_loss_penalized", "test_loss")})
+        check_finite(
+            name, epoch, {k: row[k] for k in ("train_loss_penalized", "test_loss")}
+        )
         history.append(row)
-        epochs.set_postfix(loss=f"{row['train_loss']:.4f}", test_acc=f"{test_accuracy:.4f}")
+        epochs.set_postfix(
+            loss=f"{row['train_loss']:.4f}", test_acc=f"{test_accuracy:.4f}"
+        )
     seconds = time.perf_counter() - start
 
     def save(directory: Path) -> None:
@@ -113,7 +121,9 @@ def train(
     return TrainResult(history, network.count_trainable(), seconds, save)
 
 
-def load_logits_fn(directory: Path, variant: VariantConfig, n_features: int, n_classes: int):
+def load_logits_fn(
+    directory: Path, variant: VariantConfig, n_features: int, n_classes: int
+):
     """Rebuild a saved network and return `(logits_fn, trainable_params)`."""
     network = build(variant, n_features, n_classes, seed=0)
     with np.load(Path(directory) / WEIGHTS_FILE) as state:
@@ -138,7 +148,9 @@ def _make_step(network: nn.MLP, optimizer, l1: float, l2: float, jit_compile: bo
             ce = nn.cross_entropy(logits, y)
             loss = ce + nn.penalty(network.kernels, l1, l2)
         variables = network.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(
+            zip(tape.gradient(loss, variables), variables, strict=True)
+        )
         return ce, loss, nn.accuracy(logits, y)
 
     return step
@@ -170,7 +182,7 @@ def _run_epoch(step, x, y, batches) -> dict[str, float]:
         else:
             xb, yb, count = tf.gather(x, index), tf.gather(y, index), len(index)
         values = step(xb, yb)
-        for key, value in zip(totals, values):
+        for key, value in zip(totals, values, strict=True):
             totals[key] += float(value) * count
         seen += count
     return {key: value / seen for key, value in totals.items()}
