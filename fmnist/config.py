@@ -7,7 +7,11 @@ before any work starts. Errors name the key, what was expected and what was foun
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -19,7 +23,7 @@ FAMILIES = ("lowlevel", "keras_mlp")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SOURCES = ("mirror", "tfds")
-VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class ConfigError(ValueError):
@@ -145,13 +149,14 @@ def load_config(raw: DictConfig | dict[str, Any]) -> Config:
     Raises:
         ConfigError: on an unknown key, a wrong type or an out-of-range value.
     """
-    if isinstance(raw, DictConfig):
-        tree = OmegaConf.to_container(raw, resolve=True)
-    else:
-        tree = dict(raw)
-    tree.pop("hydra", None)
-
     try:
+        if isinstance(raw, DictConfig):
+            tree = OmegaConf.to_container(raw, resolve=True)
+        else:
+            tree = raw
+        # OmegaConf's own message for a list where a section belongs names no key.
+        _check_sections(tree, Config, "")
+        tree = {key: value for key, value in tree.items() if key != "hydra"}
         merged = OmegaConf.merge(OmegaConf.structured(Config), tree)
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
@@ -159,6 +164,36 @@ def load_config(raw: DictConfig | dict[str, Any]) -> Config:
 
     validate(config)
     return config
+
+
+def _check_sections(tree: Any, schema: type, key: str) -> None:
+    """Reject a value that is not a mapping where the schema has a section."""
+    if not isinstance(tree, Mapping):
+        raise ConfigError(
+            f"{key or 'the configuration'}: expected a mapping of keys to values, "
+            f"got {tree!r}"
+        )
+    hints = typing.get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        if item.name not in tree:
+            continue
+        child, kind = _join(key, item.name), hints[item.name]
+        value = tree[item.name]
+        if dataclasses.is_dataclass(kind):
+            _check_sections(value, kind, child)
+        elif typing.get_origin(kind) is dict:
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"{child}: expected a mapping of names to values, got {value!r}"
+                )
+            entry = typing.get_args(kind)[1]
+            if dataclasses.is_dataclass(entry):
+                for name, node in value.items():
+                    _check_sections(node, entry, _join(child, str(name)))
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
 
 
 def _describe(error: OmegaConfBaseException) -> str:
@@ -171,7 +206,7 @@ def _describe(error: OmegaConfBaseException) -> str:
 
 def check_variant_name(name: str) -> None:
     """Reject variant names that could escape the output directories."""
-    if not isinstance(name, str) or not VARIANT_NAME.match(name):
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
         raise ConfigError(
             f"variant name {name!r} is not allowed: expected letters, digits, '_' "
             "or '-', starting with a letter or digit (no path separators or '..')"
@@ -193,13 +228,31 @@ def validate(config: Config) -> None:
     Raises:
         ConfigError: naming the first offending key, the expectation and the value.
     """
+    # SeedSequence, which derives every sub-seed, refuses negative seeds.
+    _check_positive("seed", config.seed, allow_zero=True)
+
+    profile = config.profile
+    if not profile.name:
+        raise ConfigError("profile.name: expected a non-empty name, got ''")
+    _check_positive("profile.epochs_a", profile.epochs_a)
+    _check_positive("profile.epochs_b", profile.epochs_b)
+    _check_positive("profile.val_size", profile.val_size, allow_zero=True)
+    for key in ("train_limit", "test_limit"):
+        if getattr(profile, key) is not None:
+            _check_positive(f"profile.{key}", getattr(profile, key))
+
     for key, value in vars(config.paths).items():
         check_relative_path(f"paths.{key}", value)
-    _check_positive("profile.epochs_a", config.profile.epochs_a)
-    _check_positive("profile.epochs_b", config.profile.epochs_b)
 
     fetch = config.fetch
     _check_choice("fetch.prefer", fetch.prefer, SOURCES)
+    # OmegaConf lets a list or mapping through as an item of a list of strings.
+    for index, directory in enumerate(fetch.mirror_dirs):
+        if not isinstance(directory, str) or not directory:
+            raise ConfigError(
+                f"fetch.mirror_dirs[{index}]: expected a directory path, "
+                f"got {directory!r}"
+            )
 
     prepare = config.prepare
     _check_positive("prepare.val_size", prepare.val_size, allow_zero=True)
@@ -215,6 +268,11 @@ def validate(config: Config) -> None:
 
     _check_positive("evaluate.batch_size", config.evaluate.batch_size)
     _check_positive("plots.dpi", config.plots.dpi)
+    for name, value in config.report.reference_accuracy.items():
+        key = f"report.reference_accuracy.{name}"
+        _check_range(
+            key, value, 0.0, 1.0, "in [0, 1]", low_inclusive=True, high_inclusive=True
+        )
 
     if not config.variants:
         raise ConfigError("variants: expected at least one variant, got none")
@@ -283,8 +341,10 @@ def _check_range(
     high: float | None,
     expected: str,
     low_inclusive: bool = False,
+    high_inclusive: bool = False,
 ) -> None:
     too_low = value < low if low_inclusive else value <= low
-    too_high = high is not None and value >= high
-    if too_low or too_high or value != value:
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    # NaN fails every comparison and infinity passes an open upper bound.
+    if too_low or too_high or not math.isfinite(value):
         raise ConfigError(f"{key}: expected a value {expected}, got {value}")

@@ -15,6 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# mkstemp and mkdtemp create private files (0600) and directories (0700); the
+# outputs get the modes any other new file would, from the process's umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -30,6 +37,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, FILE_MODE)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -48,6 +56,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(
         tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     )
+    os.chmod(tmp, DIR_MODE)
     try:
         yield tmp
         old = None

@@ -9,6 +9,7 @@ allocate more than the file really holds.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -27,6 +28,11 @@ DTYPES = {
 }
 # No legitimate file here holds more than this; a header that claims more is bad.
 MAX_BYTES = 1 << 30
+# NumPy 1.x cannot make arrays of more dimensions; the IDX files here have 1 or 3.
+MAX_NDIM = 32
+# Data is read in pieces of this size, so memory grows with what the file really
+# holds, never with what its header claims.
+CHUNK_BYTES = 1 << 20
 
 
 class IdxError(ValueError):
@@ -81,19 +87,28 @@ def _read(handle, path: Path, expected_magic: int | None, max_bytes: int) -> np.
             "code and dimension count"
         )
 
+    if ndim > MAX_NDIM:
+        raise IdxError(
+            f"{path}: header claims {ndim} dimensions, expected at most {MAX_NDIM}"
+        )
+
     raw_dims = handle.read(4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise IdxError(f"{path}: truncated header: expected {ndim} dimension sizes")
     dims = struct.unpack(f">{ndim}I", raw_dims)
     dtype = DTYPES[type_code]
-    size = int(np.prod(dims, dtype=np.uint64)) * dtype.itemsize
-    if size > max_bytes:
+    # Python integers: a product in fixed-width NumPy integers can wrap around to
+    # a small number. Zero-length dimensions count as one, because NumPy refuses
+    # a shape like (0, 4e9, 4e9) even though it holds nothing.
+    size = math.prod(dims) * dtype.itemsize
+    span = math.prod(max(dim, 1) for dim in dims) * dtype.itemsize
+    if span > max_bytes:
         raise IdxError(
-            f"{path}: header claims {dims} items ({size} bytes), more than the "
+            f"{path}: header claims shape {dims} ({span} bytes), more than the "
             f"{max_bytes} bytes allowed"
         )
 
-    data = handle.read(size)
+    data = _read_up_to(handle, size)
     if len(data) < size:
         raise IdxError(
             f"{path}: truncated: header promises {size} data bytes for shape {dims}, "
@@ -104,3 +119,14 @@ def _read(handle, path: Path, expected_magic: int | None, max_bytes: int) -> np.
     return (
         np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
     )
+
+
+def _read_up_to(handle, size: int) -> bytearray:
+    """Read at most `size` bytes, stopping early at the end of the file."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = handle.read(min(CHUNK_BYTES, size - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -81,6 +81,10 @@ def verify(
     Raises:
         DataError: naming the array, what was expected and what was found.
     """
+    missing = sorted(set(FILES) - set(arrays))
+    if missing:
+        raise DataError(f"expected the arrays {sorted(FILES)}, missing {missing}")
+
     summary: dict[str, object] = {}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
