@@ -353,6 +353,7 @@ def test_penalized_loss_gradient_matches_finite_differences():
 
 
 def part_a_variants(config) -> dict:
+    """The configured variants of the low-level family, by name."""
     return {k: v for k, v in config.variants.items() if v.family == "lowlevel"}
 
 
