@@ -22,7 +22,10 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 
 from fmnist import CLASS_NAMES
 from fmnist.config import VariantConfig
@@ -50,7 +53,17 @@ CAPTIONS = {
 }
 
 HISTORY_COLUMNS = {
-    "lowlevel": ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"),
+    "lowlevel": (
+        "epoch",
+        "train_loss",
+        "train_loss_penalized",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+        "weight_abs_sum",
+        "weight_abs_max",
+        "weight_abs_mean",
+    ),
     "keras_mlp": ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"),
 }
 EVAL_KEYS = ("accuracy", "loss", "train_accuracy", "trainable_params", "epochs")
@@ -180,19 +193,12 @@ def baseline(name: str, variants: Mapping[str, VariantConfig]) -> str | None:
 def with_baselines(
     names: Sequence[str], variants: Mapping[str, VariantConfig]
 ) -> dict[str, list[str]]:
-    """Group variants under their baseline, dropping those that have none."""
+    """Group variants under their baseline; those without one are left out."""
     groups: dict[str, list[str]] = {}
     for name in names:
         base = baseline(name, variants)
-        if base is None:
-            log.warning(
-                "%s (%s, hidden %s) has no plain variant to compare with; left out",
-                name,
-                variants[name].family,
-                describe_hidden(variants[name]),
-            )
-            continue
-        groups.setdefault(base, []).append(name)
+        if base is not None:
+            groups.setdefault(base, []).append(name)
     return groups
 
 
@@ -395,20 +401,31 @@ def size_figure(
                 label=f"with {kind}",
             )
     ax.set_xscale("log")
-    _label_points(ax, names, params, accuracy)
+    # Room around the points for their labels.
+    ax.set_xlim(min(params.values()) / 3, max(params.values()) * 3)
+    low, high = min(accuracy.values()), max(accuracy.values())
+    margin = max(high - low, 0.01) * 0.12
+    ax.set_ylim(low - margin, high + margin)
     _decorate(ax, "test accuracy", "trainable parameters (log scale)")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="best")
     ax.set_title("Part B: test accuracy against trainable parameters")
+    _label_points(figure, ax, {name: (params[name], accuracy[name]) for name in names})
     return figure
 
 
 def dropout_figure(
     histories: Mapping[str, pd.DataFrame],
     variants: Mapping[str, VariantConfig],
-    groups: Mapping[str, Sequence[str]],
+    names: Sequence[str],
 ) -> Figure:
     """One row per network: validation accuracy, validation loss and the gap
-    between validation and train loss per epoch, one line per dropout rate."""
+    between validation and train loss per epoch, one line per dropout rate.
+
+    Each variant with dropout is drawn in the row of its plain baseline.
+    """
+    groups = with_baselines(
+        [name for name in names if variants[name].dropout], variants
+    )
     figure = Figure(figsize=(14, 3.8 * len(groups) + 0.6), layout="constrained")
     axes = figure.subplots(len(groups), 3, sharex=True, squeeze=False)
     panels = (
@@ -416,9 +433,9 @@ def dropout_figure(
         ("validation loss", lambda h: h["val_loss"]),
         ("validation - train loss", lambda h: h["val_loss"] - h["train_loss"]),
     )
-    for row, (base, names) in enumerate(groups.items()):
-        ordered = [base, *sorted(names, key=lambda name: variants[name].dropout)]
-        shades = matplotlib.colormaps["viridis"](np.linspace(0.15, 0.85, len(names)))
+    for row, (base, group) in enumerate(groups.items()):
+        ordered = [base, *sorted(group, key=lambda name: variants[name].dropout)]
+        shades = matplotlib.colormaps["viridis"](np.linspace(0.15, 0.85, len(group)))
         colors = ["black", *shades]
         for column, (ylabel, value) in enumerate(panels):
             ax = axes[row, column]
@@ -496,49 +513,137 @@ def _kind(variant: VariantConfig) -> str:
 
 def _decorate(ax, ylabel: str | None, xlabel: str = "epoch") -> None:
     ax.set_xlabel(xlabel)
+    if xlabel == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     if ylabel:
         ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
 
 
-def _label_points(ax, names, x: Mapping, y: Mapping) -> None:
-    """Write each name to the right of its point; names of points that share an
-    x value are spread apart vertically so they do not overprint."""
-    low, high = min(y.values()), max(y.values())
-    margin = max(high - low, 0.01) * 0.15
-    ax.set_ylim(low - margin, high + margin)
-    gap = (high - low + 2 * margin) * 0.045
+# Where a point's label may go, in points from the point, in order of preference.
+LABEL_OFFSETS = [
+    (side * 7, step * 9) for step in (0, 1, -1, 2, -2, 3, -3, 4, -4) for side in (1, -1)
+]
 
-    by_x: dict[float, list[str]] = {}
-    for name in names:
-        by_x.setdefault(x[name], []).append(name)
-    for x_value, group in by_x.items():
-        group.sort(key=y.get)
-        positions = spread([y[name] for name in group], gap)
-        for name, position in zip(group, positions, strict=True):
-            ax.annotate(
+
+def _label_points(figure: Figure, ax, points: Mapping[str, tuple[float, float]]):
+    """Write each name beside its point where it overlaps no other label, point
+    or the legend: right or left of the point first, then further up or down,
+    joined to the point by a thin line."""
+    # Positions are decided in pixels, so the layout must be final first.
+    FigureCanvasAgg(figure)
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    taken = [
+        Bbox.from_bounds(x - 5, y - 5, 10, 10)
+        for x, y in ax.transData.transform(list(points.values()))
+    ]
+    if ax.get_legend():
+        taken.append(ax.get_legend().get_window_extent(renderer))
+
+    for name, xy in points.items():
+        chosen = None
+        for dx, dy in LABEL_OFFSETS:
+            label = ax.annotate(
                 name,
-                (x_value, y[name]),
-                xytext=(x_value * 1.08, position),
-                textcoords="data",
+                xy,
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right",
                 va="center",
                 fontsize="small",
-                arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5},
             )
-    # Room on the right for the labels of the largest network.
-    ax.set_xlim(min(x.values()) / 1.6, max(x.values()) * 3.5)
-
-
-def spread(values: Sequence[float], gap: float) -> list[float]:
-    """Move sorted values apart to at least `gap`, keeping their mean."""
-    positions = list(values)
-    for index in range(1, len(positions)):
-        positions[index] = max(positions[index], positions[index - 1] + gap)
-    shift = (sum(positions) - sum(values)) / max(len(values), 1)
-    return [position - shift for position in positions]
+            box = label.get_window_extent(renderer).padded(2)
+            label.remove()
+            fits = inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+            if fits and not any(box.overlaps(other) for other in taken):
+                chosen = (dx, dy, box)
+                break
+        dx, dy, box = chosen or (*LABEL_OFFSETS[0], None)
+        ax.annotate(
+            name,
+            xy,
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+            va="center",
+            fontsize="small",
+            arrowprops=(
+                {"arrowstyle": "-", "color": "grey", "linewidth": 0.6} if dy else None
+            ),
+            # A light backing keeps a label readable where it crosses a line.
+            bbox={
+                "boxstyle": "square,pad=0.1",
+                "fc": "white",
+                "ec": "none",
+                "alpha": 0.8,
+            },
+        )
+        if box is not None:
+            taken.append(box)
 
 
 # All figures at once.
+
+# Why a figure is skipped: what it needs and the configuration lacks.
+NEEDS = {
+    "a_softmax": "Part A variant without hidden layers",
+    "a_architectures": "plain Part A variant with hidden layers",
+    "a_regularization_loss": "Part A variant with an L1 or L2 penalty and its twin",
+    "a_regularization_weights": "Part A variant with an L1 or L2 penalty and its twin",
+    "a_batchnorm": "Part A variant with batch normalization and its twin",
+    "b_curves": "plain Part B variant",
+    "b_size": "Part B variant",
+    "b_dropout": "Part B variant with dropout and its twin",
+    "b_batchnorm": "Part B variant with batch normalization and its twin",
+    "confusion": "variant",
+}
+
+
+def select(variants: Mapping[str, VariantConfig]) -> dict[str, list[str]]:
+    """Which variants each figure draws, by file stem, in configuration order.
+
+    A comparison lists each plain baseline before the variants compared with it;
+    a variant without a baseline is left out with a warning. A figure whose list
+    is empty cannot be drawn.
+    """
+
+    def of(family: str, kind: str) -> list[str]:
+        return [
+            name
+            for name, variant in variants.items()
+            if variant.family == family and _kind(variant) == kind
+        ]
+
+    def compared(family: str, kind: str) -> list[str]:
+        names = of(family, kind)
+        groups = with_baselines(names, variants)
+        for name in names:
+            if not any(name in group for group in groups.values()):
+                log.warning(
+                    "%s (%s, hidden %s) has no plain variant to compare with; "
+                    "left out of the figures",
+                    name,
+                    variants[name].family,
+                    describe_hidden(variants[name]),
+                )
+        return [name for base, group in groups.items() for name in (base, *group)]
+
+    plain_a = plain_variants(variants, "lowlevel")
+    penalized = compared("lowlevel", "penalty")
+    return {
+        "a_softmax": [name for name in plain_a if not variants[name].hidden],
+        "a_architectures": [name for name in plain_a if variants[name].hidden],
+        "a_regularization_loss": penalized,
+        "a_regularization_weights": penalized,
+        "a_batchnorm": compared("lowlevel", "batch norm"),
+        "b_curves": plain_variants(variants, "keras_mlp"),
+        "b_size": [n for n, v in variants.items() if v.family == "keras_mlp"],
+        "b_dropout": compared("keras_mlp", "dropout"),
+        "b_batchnorm": compared("keras_mlp", "batch norm"),
+        "confusion": list(variants),
+    }
 
 
 def draw_all(
@@ -549,8 +654,8 @@ def draw_all(
 ) -> dict[str, Figure]:
     """Draw every figure whose variants are configured, keyed by file stem.
 
-    A figure none of whose variants are in `variants` is skipped with a warning,
-    so variants can be dropped from the configuration without breaking the stage.
+    A figure none of whose variants are configured is skipped with a warning, so
+    variants can be dropped from the configuration without breaking the stage.
 
     Args:
         histories: per-epoch history of every variant in `variants`.
@@ -559,122 +664,61 @@ def draw_all(
         predictions: returns a variant's test predictions (read on demand, as
             only the best model's are drawn).
     """
-    figures: dict[str, Figure] = {}
 
-    def skip(stem: str, needs: str) -> None:
-        log.warning("skipping %s.png: no %s in the configured variants", stem, needs)
+    def training(names: Sequence[str]) -> str:
+        settings = {name: describe_training(variants[name]) for name in names}
+        if len(set(settings.values())) == 1:
+            return settings[names[0]]
+        return "; ".join(f"{name}: {text}" for name, text in settings.items())
 
-    def of(family: str, kind: str) -> list[str]:
-        return [
-            name
-            for name, variant in variants.items()
-            if variant.family == family and _kind(variant) == kind
-        ]
+    def hidden(names: Sequence[str]) -> str:
+        return ", ".join(f"{name}: {describe_hidden(variants[name])}" for name in names)
 
-    softmax = [
-        name
-        for name in plain_variants(variants, "lowlevel")
-        if not variants[name].hidden
-    ]
-    if softmax:
-        figures["a_softmax"] = curves_figure(
-            histories,
-            softmax,
-            f"Part A: softmax regression ({describe_training(variants[softmax[0]])})",
-        )
-    else:
-        skip("a_softmax", "Part A variant without hidden layers")
+    def confusion(names: Sequence[str]) -> Figure:
+        best = best_variant({name: evals[name] for name in names})
+        return confusion_figure(predictions(best), best, evals[best]["accuracy"])
 
-    architectures = [
-        name for name in plain_variants(variants, "lowlevel") if variants[name].hidden
-    ]
-    if architectures:
-        labels = ", ".join(
-            f"{name}: {describe_hidden(variants[name])}" for name in architectures
-        )
-        figures["a_architectures"] = curves_figure(
-            histories, architectures, f"Part A: hidden layers ({labels})"
-        )
-    else:
-        skip("a_architectures", "plain Part A variant with hidden layers")
-
-    penalized = with_baselines(of("lowlevel", "penalty"), variants)
-    if penalized:
-        names = [name for base, group in penalized.items() for name in (base, *group)]
-        figures["a_regularization_loss"] = regularization_loss_figure(
+    drawers = {
+        "a_softmax": lambda names: curves_figure(
+            histories, names, f"Part A: softmax regression ({training(names)})"
+        ),
+        "a_architectures": lambda names: curves_figure(
+            histories, names, f"Part A: hidden layers ({hidden(names)})"
+        ),
+        "a_regularization_loss": lambda names: regularization_loss_figure(
             histories, variants, names
-        )
-        figures["a_regularization_weights"] = weights_figure(histories, variants, names)
-    else:
-        skip("a_regularization_loss", "Part A variant with an L1 or L2 penalty")
-        skip("a_regularization_weights", "Part A variant with an L1 or L2 penalty")
-
-    _compare_batchnorm(
-        figures,
-        "a_batchnorm",
-        "A",
-        with_baselines(of("lowlevel", "batch norm"), variants),
-        histories,
-        variants,
-        skip,
-    )
-
-    networks = plain_variants(variants, "keras_mlp")
-    if networks:
-        figures["b_curves"] = curves_grid(
+        ),
+        "a_regularization_weights": lambda names: weights_figure(
+            histories, variants, names
+        ),
+        "a_batchnorm": lambda names: curves_figure(
+            histories,
+            names,
+            f"Part A: batch normalization against none ({training(names)})",
+        ),
+        "b_curves": lambda names: curves_grid(
             histories,
             variants,
-            networks,
-            "Part B: train and validation curves "
-            f"({describe_training(variants[networks[0]])})",
-        )
-        figures["b_size"] = size_figure(
-            evals,
-            variants,
-            [
-                name
-                for name, variant in variants.items()
-                if variant.family == "keras_mlp"
-            ],
-        )
-    else:
-        skip("b_curves", "plain Part B variant")
-        skip("b_size", "plain Part B variant")
+            names,
+            f"Part B: train and validation curves ({training(names)})",
+        ),
+        "b_size": lambda names: size_figure(evals, variants, names),
+        "b_dropout": lambda names: dropout_figure(histories, variants, names),
+        "b_batchnorm": lambda names: curves_figure(
+            histories,
+            names,
+            f"Part B: batch normalization against none ({training(names)})",
+        ),
+        "confusion": confusion,
+    }
 
-    dropout = with_baselines(of("keras_mlp", "dropout"), variants)
-    if dropout:
-        figures["b_dropout"] = dropout_figure(histories, variants, dropout)
-    else:
-        skip("b_dropout", "Part B variant with dropout")
-
-    _compare_batchnorm(
-        figures,
-        "b_batchnorm",
-        "B",
-        with_baselines(of("keras_mlp", "batch norm"), variants),
-        histories,
-        variants,
-        skip,
-    )
-
-    best = best_variant({name: evals[name] for name in variants})
-    figures["confusion"] = confusion_figure(
-        predictions(best), best, evals[best]["accuracy"]
-    )
+    figures = {}
+    for stem, names in select(variants).items():
+        if names:
+            figures[stem] = drawers[stem](names)
+        else:
+            log.warning("skipping %s.png: no %s configured", stem, NEEDS[stem])
     return figures
-
-
-def _compare_batchnorm(figures, stem, part, groups, histories, variants, skip) -> None:
-    if not groups:
-        skip(stem, f"Part {part} variant with batch normalization and its plain twin")
-        return
-    names = [name for base, group in groups.items() for name in (base, *group)]
-    training = describe_training(variants[names[-1]])
-    figures[stem] = curves_figure(
-        histories,
-        names,
-        f"Part {part}: batch normalization against none ({training})",
-    )
 
 
 def save_png(figure: Figure, path: str | os.PathLike[str], dpi: int) -> None:

@@ -43,10 +43,11 @@ def main(raw) -> None:
         "trainable_params": result.trainable_params,
         "train_seconds": round(result.seconds, 2),
     }
-    write_history(metrics_dir / "history.csv", result.history)
+    # Model first, history last, so a new history always describes a saved model.
     with atomic_dir(model_dir) as tmp:
         result.save(tmp)
         write_json(tmp / "summary.json", summary)
+    write_history(metrics_dir / "history.csv", result.history)
     log.info("%s: trained in %.1f s; model in %s", name, result.seconds, model_dir)
 
     if is_multirun():

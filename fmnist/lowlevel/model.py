@@ -167,7 +167,7 @@ def accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 
 def penalty(kernels: list[tf.Variable], l1: float, l2: float) -> tf.Tensor:
     """`l1 * sum|w| + l2 * sum w^2` over weight matrices (biases are not passed)."""
-    total = tf.constant(0.0)
+    total = tf.zeros([], dtype=kernels[0].dtype)
     if l1:
         total += l1 * tf.add_n([tf.reduce_sum(tf.abs(w)) for w in kernels])
     if l2:
