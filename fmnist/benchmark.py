@@ -31,6 +31,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -59,6 +60,7 @@ class Sizes:
     n_test: int
     n_val: int
     steady_epochs: int
+    max_steady_epochs: int
     batch_sizes: tuple[int, ...]
     breakdown_steps: int
 
@@ -70,6 +72,7 @@ FULL = Sizes(
     n_test=10_000,
     n_val=6_000,
     steady_epochs=2,
+    max_steady_epochs=50,
     batch_sizes=(256, 128, 32),
     breakdown_steps=20,
 )
@@ -80,6 +83,7 @@ QUICK = Sizes(
     n_test=300,
     n_val=200,
     steady_epochs=1,
+    max_steady_epochs=8,
     batch_sizes=(256, 32),
     breakdown_steps=2,
 )
@@ -150,18 +154,27 @@ def _check_sizes(sizes: Sequence[int]) -> None:
 # --- timing helpers ------------------------------------------------------------
 
 
-def best_of(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    """Fastest wall time of `repeats` calls of `fn`, after `warmup` untimed calls."""
+def best_of_each(
+    calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Fastest wall time of each call over `repeats` rounds, after `warmup`
+    untimed rounds.
+
+    The calls take turns within each round, so on a machine whose load comes and
+    goes every one of them meets the same quiet spells, and their ratios hold.
+    """
     if repeats < 1:
         raise ValueError(f"repeats: expected a positive integer, got {repeats}")
     for _ in range(warmup):
-        fn()
-    times = []
+        for call in calls.values():
+            call()
+    best = dict.fromkeys(calls, math.inf)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for key, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
 
 
 def steady_epoch_seconds(
@@ -199,10 +212,11 @@ def blas_info() -> dict[str, Any]:
     except ImportError:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info.update(
-            source="numpy.show_config (install threadpoolctl for the run-time kernel)",
+            source="numpy.show_config; install threadpoolctl for the run-time kernel",
             library=blas.get("name"),
             version=blas.get("version"),
-            kernel=blas.get("openblas configuration", "unknown"),
+            kernel="unknown",
+            build=blas.get("openblas configuration"),
             threads=None,
         )
         return info
@@ -242,12 +256,10 @@ def bench_matmul(n: int, repeats: int) -> list[dict[str, Any]]:
         "tf.function jit_compile": lambda: xla(ta, tb).numpy(),
     }
     flops = matmul_flops(n, n, n)
-    rows = []
-    for what, fn in candidates.items():
-        seconds = best_of(fn, repeats)
-        rows.append(
-            {"what": what, "seconds": seconds, "gflops": gflops_rate(flops, seconds)}
-        )
+    rows = [
+        {"what": what, "seconds": seconds, "gflops": gflops_rate(flops, seconds)}
+        for what, seconds in best_of_each(candidates, repeats).items()
+    ]
     return with_ratios(rows, rows[0]["gflops"])
 
 
@@ -294,6 +306,16 @@ def epoch_images(variant: VariantConfig, data: Prepared) -> tuple[int, int]:
     return len(data.y_train) - n_val, n_val
 
 
+@dataclass(frozen=True)
+class Run:
+    """One call of a training function: its reported seconds, the process's CPU
+    seconds around it, and whether Keras refused XLA."""
+
+    seconds: float
+    cpu_seconds: float
+    jit_fell_back: bool
+
+
 def time_training(
     name: str,
     variant: VariantConfig,
@@ -301,42 +323,46 @@ def time_training(
     seed: int,
     jit_compile: bool,
     steady_epochs: int,
+    max_steady_epochs: int,
 ) -> dict[str, Any]:
     """Time a variant's real training function; one row of the throughput table.
 
-    Runs the family's `train` for 1 and for `1 + steady_epochs` epochs, each
-    freshly seeded as the train stage does, and takes the difference, so the
-    first epoch (tracing, compilation) is excluded.
-    """
-    from fmnist.seeding import seed_everything
-    from fmnist.training import family
+    Runs the family's `train` for 1 and for `1 + k` epochs, each freshly seeded
+    as the train stage does, and takes the difference, so the first epoch
+    (tracing, compilation) is excluded. `k` starts at `steady_epochs`; when the
+    steady epochs took less time than the first epoch, whose length varies most,
+    `k` grows (up to `max_steady_epochs`) so they outweigh it, and the run is
+    repeated; likewise when noise made the difference non-positive.
 
-    train = family(variant.family).train
-    totals = {}
-    for epochs in (1, 1 + steady_epochs):
-        _clear_session()
-        seed_everything(seed)
-        result = train(
-            name,
-            replace(variant, epochs=epochs),
-            data,
-            seed,
-            jit_compile=jit_compile,
-            progress=False,
+    CPU seconds per epoch (all threads) are reported beside wall seconds: on a
+    shared machine they vary less, and their ratio shows how many cores worked.
+    """
+    first = _train_once(name, variant, data, seed, jit_compile, 1)
+    k = steady_epochs
+    more = _train_once(name, variant, data, seed, jit_compile, 1 + k)
+    per_epoch = steady_epoch_seconds(first.seconds, more.seconds, k)
+    if k < max_steady_epochs and (per_epoch is None or per_epoch * k < first.seconds):
+        wanted = (
+            max_steady_epochs if per_epoch is None else 2 * first.seconds / per_epoch
         )
-        totals[epochs] = result.seconds
-    per_epoch = steady_epoch_seconds(
-        totals[1], totals[1 + steady_epochs], steady_epochs
-    )
+        k = min(max_steady_epochs, max(k + 1, math.ceil(wanted)))
+        more = _train_once(name, variant, data, seed, jit_compile, 1 + k)
+        per_epoch = steady_epoch_seconds(first.seconds, more.seconds, k)
 
     n_train, n_eval = epoch_images(variant, data)
     row = {
         "variant": name,
         "batch": variant.batch_size or "full",
         "jit": jit_compile,
+        "jit_fell_back": first.jit_fell_back,
         "images": n_train,
-        "first_epoch_seconds": totals[1],
+        "eval_images": n_eval,
+        "first_epoch_seconds": first.seconds,
+        "steady_epochs": k,
         "epoch_seconds": per_epoch,
+        "epoch_cpu_seconds": steady_epoch_seconds(
+            first.cpu_seconds, more.cpu_seconds, k
+        ),
         "images_per_second": None,
         "gflops": None,
     }
@@ -345,6 +371,40 @@ def time_training(
         row["images_per_second"] = n_train / per_epoch
         row["gflops"] = gflops_rate(flops, per_epoch)
     return row
+
+
+def _train_once(
+    name: str,
+    variant: VariantConfig,
+    data: Prepared,
+    seed: int,
+    jit_compile: bool,
+    epochs: int,
+) -> Run:
+    """Train for `epochs` epochs as the train stage does, and time it.
+
+    Keras turns `jit_compile` off, with a warning, when op determinism is on (as
+    the train stage sets it); the warning is caught so the table can say so.
+    """
+    from fmnist.seeding import seed_everything
+    from fmnist.training import family
+
+    _clear_session()
+    seed_everything(seed)
+    cpu_start = time.process_time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = family(variant.family).train(
+            name,
+            replace(variant, epochs=epochs),
+            data,
+            seed,
+            jit_compile=jit_compile,
+            progress=False,
+        )
+    cpu_seconds = time.process_time() - cpu_start
+    fell_back = any("jit_compile" in str(w.message) for w in caught)
+    return Run(result.seconds, cpu_seconds, fell_back)
 
 
 def bench_training(
@@ -376,7 +436,15 @@ def bench_training(
             variant.batch_size or "full",
             jit,
         )
-        row = time_training(name, variant, data, config.seed, jit, sizes.steady_epochs)
+        row = time_training(
+            name,
+            variant,
+            data,
+            config.seed,
+            jit,
+            sizes.steady_epochs,
+            sizes.max_steady_epochs,
+        )
         configured = config.variants[name].batch_size
         row["pipeline"] = jit == pipeline_jit and variant.batch_size == configured
         rows.append(row)
@@ -408,7 +476,7 @@ def step_breakdown(
     data: Prepared,
     seed: int,
     epoch_seconds: float | None,
-    steps: int,
+    repeats: int,
 ) -> list[dict[str, Any]]:
     """Split one epoch's time into matrix products, element-wise work and loss,
     optimizer, scoring, and the rest (framework, data pipeline, Python).
@@ -416,8 +484,9 @@ def step_breakdown(
     One training step of the variant's real network and optimizer is timed in
     `tf.function` three ways: the forward and backward matrix products alone
     (same shapes), the whole gradient, and the optimizer update alone; then a
-    forward pass over the images scored each epoch. Each is the best of `steps`
-    calls, scaled to one epoch; "rest" is `epoch_seconds` minus all of them.
+    forward pass over the images scored each epoch. Each is the best of `repeats`
+    calls (taking turns), scaled to one epoch; "rest" is `epoch_seconds` minus
+    all of them.
     """
     import tensorflow as tf
 
@@ -431,10 +500,12 @@ def step_breakdown(
 
     x = tf.constant(data.x_train[:batch])
     y = tf.constant(data.y_train[:batch].astype(np.int32))
-    scored = (
-        data.x_test if variant.family == "lowlevel" else data.x_train[data.val_index]
-    )
-    x_eval = tf.constant(scored)
+    # Scoring runs in batches of the training batch size, as Keras validates.
+    lowlevel = variant.family == "lowlevel"
+    scored = data.x_test if lowlevel else data.x_train[data.val_index]
+    eval_chunks = [
+        tf.constant(scored[i : i + batch]) for i in range(0, len(scored), batch)
+    ]
 
     @tf.function
     def gradient(x, y):
@@ -450,13 +521,18 @@ def step_breakdown(
     forward = tf.function(lambda x: model(x, training=False))
     matmuls = _matmul_replay(batch, kernels)
 
-    per_step = {
-        "matrix products (forward and backward)": best_of(matmuls, steps),
-        "gradient": best_of(lambda: _done(gradient(x, y)), steps),
-        "optimizer update": best_of(lambda: _done(apply(grads)), steps),
-    }
-    scoring = best_of(lambda: _done(forward(x_eval)), steps)
-    return _breakdown_rows(name, per_step, steps_per_epoch, scoring, epoch_seconds)
+    per_step = best_of_each(
+        {
+            "matrix products (forward and backward)": matmuls,
+            "gradient": lambda: _done(gradient(x, y)),
+            "optimizer update": lambda: _done(apply(grads)),
+            "scoring": lambda: _done([forward(x) for x in eval_chunks]),
+        },
+        repeats,
+    )
+    scoring = per_step.pop("scoring")
+    rows = _breakdown_rows(name, per_step, steps_per_epoch, scoring, epoch_seconds)
+    return [row | {"repeats": repeats} for row in rows]
 
 
 def _network(variant: VariantConfig, seed: int):
@@ -539,7 +615,8 @@ def _breakdown_rows(
     matmul = per_step["matrix products (forward and backward)"]
     parts = {
         "matrix products (forward and backward)": matmul,
-        "element-wise work and loss": max(per_step["gradient"] - matmul, 0.0),
+        # Negative only when noise made the gradient look cheaper than its parts.
+        "element-wise work and loss": per_step["gradient"] - matmul,
         "optimizer update": per_step["optimizer update"],
     }
     epoch_parts = {key: value * steps_per_epoch for key, value in parts.items()}
@@ -646,7 +723,7 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
         return {
             "ran": False,
             "reason": f"dvc status exited {status.returncode}: "
-            f"{status.stderr.strip()[-500:]}",
+            f"{_first_line(status.stderr)}",
         }
     changed = json.loads(status.stdout or "{}")
     if changed:
@@ -670,13 +747,18 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
         return {
             "ran": False,
             "reason": f"dvc repro exited {repro.returncode}: "
-            f"{repro.stderr.strip()[-500:]}",
+            f"{_first_line(repro.stderr)}",
         }
     return {
         "ran": True,
         "status_seconds": status_seconds,
         "repro_seconds": repro_seconds,
     }
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
 
 
 def stage_breakdown(root: Path, config: Config, startup: float) -> list[dict[str, Any]]:
@@ -745,12 +827,54 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+MATMUL_COLUMNS: list[Column] = [
+    ("what", lambda r: r["what"]),
+    ("seconds", lambda r: r["seconds"]),
+    ("GFLOP/s", lambda r: r["gflops"]),
+    ("x NumPy", lambda r: r["ratio"]),
+]
+TRAINING_COLUMNS: list[Column] = [
+    ("variant", lambda r: r["variant"]),
+    ("batch", lambda r: str(r["batch"])),
+    (
+        "jit",
+        lambda r: "on->off" if r["jit_fell_back"] else ("on" if r["jit"] else "off"),
+    ),
+    ("images", lambda r: r["images"]),
+    ("1st epoch s", lambda r: r["first_epoch_seconds"]),
+    ("timed", lambda r: r["steady_epochs"]),
+    ("epoch s", lambda r: r["epoch_seconds"]),
+    ("CPU s", lambda r: r["epoch_cpu_seconds"]),
+    ("images/s", lambda r: r["images_per_second"]),
+    ("GFLOP/s", lambda r: r["gflops"]),
+    ("x NumPy", lambda r: r["ratio"]),
+    ("", lambda r: "*" if r["pipeline"] else ""),
+]
+BREAKDOWN_COLUMNS: list[Column] = [
+    ("variant", lambda r: r["variant"]),
+    ("part", lambda r: r["part"]),
+    ("steps", lambda r: r["steps"]),
+    ("best of", lambda r: r["repeats"]),
+    ("epoch s", lambda r: r["epoch_seconds"]),
+    ("share %", lambda r: 100 * r["share"]),
+]
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """Format result rows as a table with the given (header, getter) columns."""
+    return format_table(
+        [header for header, _ in columns],
+        [[get(row) for _, get in columns] for row in rows],
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole benchmark as plain text: a header, then one table per section."""
-    machine = results["machine"]
+    machine, sizes = results["machine"], results["sizes"]
     blas = machine["blas"]
-    matmul = results["matmul"]
-    out = [
+    header = [
         "Benchmark of the Fashion-MNIST pipeline"
         + (" (--quick sizes)" if results["quick"] else ""),
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, NumPy "
@@ -758,72 +882,39 @@ def render(results: dict[str, Any]) -> str:
         f"BLAS: {blas['library']} {blas['version']}, kernel {blas['kernel']}, "
         f"{blas['threads'] or '?'} threads ({blas['source']}); OPENBLAS_CORETYPE="
         f"{blas['OPENBLAS_CORETYPE'] or 'unset'}",
-        f"load average: {machine['load_start']:.2f} at start, "
-        f"{machine['load_end']:.2f} at end (above 0 means other work shared the "
-        "CPUs: timings are noisy)",
-        "",
-        f"1. Matrix product, float32 {results['sizes']['matmul']}^2 @ "
-        f"{results['sizes']['matmul']}^2, best of {results['sizes']['repeats']}",
-        format_table(
-            ["what", "seconds", "GFLOP/s", "x NumPy"],
-            [[r["what"], r["seconds"], r["gflops"], r["ratio"]] for r in matmul],
-        ),
-        "",
-        "2. Training throughput (real training functions, synthetic data, "
-        "warm-up epoch excluded; GFLOP/s counts matrix products; * = what the "
-        "pipeline runs)",
-        format_table(
-            [
-                "variant",
-                "batch",
-                "jit",
-                "images",
-                "1st epoch s",
-                "epoch s",
-                "images/s",
-                "GFLOP/s",
-                "x NumPy",
-                "",
-            ],
-            [
-                [
-                    r["variant"],
-                    str(r["batch"]),
-                    r["jit"],
-                    r["images"],
-                    r["first_epoch_seconds"],
-                    r["epoch_seconds"],
-                    r["images_per_second"],
-                    r["gflops"],
-                    r["ratio"],
-                    "*" if r["pipeline"] else "",
-                ]
-                for r in results["training"]
-            ],
-        ),
-        "",
-        "3. Where one epoch's time goes (jit off; parts timed alone, best of "
-        f"{results['sizes']['breakdown_steps']})",
-        format_table(
-            ["variant", "part", "steps", "epoch s", "share"],
-            [
-                [r["variant"], r["part"], r["steps"], r["epoch_seconds"], r["share"]]
-                for r in results["breakdown"]
-            ],
-        ),
-        "",
-        "4. Pipeline overhead",
-        _render_overhead(results),
     ]
-    return "\n".join(out) + "\n"
+    if blas.get("build"):
+        header.append(f"BLAS build: {blas['build']}")
+    header.append(
+        f"load average: {machine['load_start']:.2f} at start, "
+        f"{machine['load_end']:.2f} at end (near 0 on an idle machine; higher "
+        "means other work shared the CPUs and timings are noisy)"
+    )
+    n = sizes["matmul"]
+    sections = [
+        "\n".join(header),
+        f"1. Matrix product, float32 ({n}, {n}) @ ({n}, {n}), best of "
+        f"{sizes['repeats']}\n" + table(results["matmul"], MATMUL_COLUMNS),
+        "2. Training throughput: the real training functions on synthetic data of "
+        "the real shape; first epoch excluded,\n"
+        "   'timed' epochs averaged; GFLOP/s counts matrix products; x NumPy is "
+        "against section 1; * = what the pipeline runs;\n"
+        "   on->off = Keras refused XLA because op determinism is on\n"
+        + table(results["training"], TRAINING_COLUMNS),
+        "3. Where one epoch's time goes (jit off): each part timed alone (best of "
+        "several calls) times steps per epoch;\n"
+        "   rest = the measured epoch of section 2 minus the parts\n"
+        + table(results["breakdown"], BREAKDOWN_COLUMNS),
+        "4. Pipeline overhead\n" + _render_overhead(results),
+    ]
+    return "\n\n".join(sections) + "\n"
 
 
 def _render_overhead(results: dict[str, Any]) -> str:
-    startup = results["startup"]
     lines = [
         format_table(
             ["start-up (best of runs)", "seconds"],
-            [[what, seconds] for what, seconds in startup.items()],
+            [[what, seconds] for what, seconds in results["startup"].items()],
         ),
         "",
     ]
@@ -837,34 +928,29 @@ def _render_overhead(results: dict[str, Any]) -> str:
         lines.append(f"no-op dvc repro: not run: {dvc['reason']}")
     lines.append("")
 
-    rows, known = [], [r for r in results["stages"] if r["train_seconds"] is not None]
-    for r in results["stages"]:
-        ratio = None
-        if r["train_seconds"]:
-            ratio = r["startup_seconds"] / r["train_seconds"]
-        rows.append([r["variant"], r["train_seconds"], r["startup_seconds"], ratio])
+    rows = [
+        [
+            r["variant"],
+            r["train_seconds"],
+            r["startup_seconds"],
+            r["startup_seconds"] / r["train_seconds"] if r["train_seconds"] else None,
+        ]
+        for r in results["stages"]
+    ]
+    known = [r for r in results["stages"] if r["train_seconds"] is not None]
     if known:
         trained = sum(r["train_seconds"] for r in known)
         overhead = sum(r["startup_seconds"] for r in known)
-        rows.append(
-            [
-                f"total ({len(known)} recorded)",
-                trained,
-                overhead,
-                overhead / trained if trained else None,
-            ]
-        )
+        ratio = overhead / trained if trained else None
+        rows.append([f"total ({len(known)} recorded)", trained, overhead, ratio])
     lines.append(
-        "by stage: recorded train_seconds (metrics/<variant>/eval.json) against "
+        "by variant: train_seconds recorded in metrics/<variant>/eval.json against "
         "the start-up of its train and evaluate processes"
     )
     lines.append(
         format_table(["variant", "train s", "start-up s", "start-up / train"], rows)
     )
     return "\n".join(lines)
-
-
-# --- the run -------------------------------------------------------------------
 
 
 def read_config(root: Path) -> Config:
@@ -904,13 +990,10 @@ def run(root: Path, quick: bool = False, skip_dvc: bool = False) -> dict[str, An
             and r["batch"] == (variant.batch_size or "full")
         )
         log.info("breaking down one epoch of %s", name)
+        # A full-batch step takes seconds; a few calls find its best time.
+        repeats = sizes.breakdown_steps if variant.batch_size else sizes.repeats
         breakdown += step_breakdown(
-            name,
-            variant,
-            data,
-            config.seed,
-            measured["epoch_seconds"],
-            sizes.breakdown_steps,
+            name, variant, data, config.seed, measured["epoch_seconds"], repeats
         )
 
     log.info("start-up costs")
@@ -960,6 +1043,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # Each timed run builds fresh tf.functions on purpose; TensorFlow's retracing
+    # warnings about that would bury the progress lines.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     # TensorFlow's C++ start-up lines would bury the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
