@@ -8,8 +8,8 @@ ratios. Sections:
    with XLA (`jit_compile=True`).
 2. Training throughput of the real training functions on synthetic arrays of
    the real size, the warm-up epoch excluded, with XLA off and on.
-3. Where one training step's time goes: matrix products, element-wise work and
-   the loss, the optimizer, and the rest of the epoch (framework, scoring).
+3. Where one epoch's time goes: matrix products, element-wise work and the
+   loss, the optimizer, scoring, and the rest (framework, data, Python).
 4. Pipeline overhead: Python, TensorFlow and Hydra start-up, a no-op
    `dvc repro`, and start-up set against each variant's recorded training time.
 
@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -52,40 +53,47 @@ N_CLASSES = 10
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each measurement is; `FULL` matches the pipeline's data."""
+    """How big each measurement is and how often it is repeated (best of).
+
+    `FULL` matches the pipeline's data; `QUICK` only checks that everything runs.
+    """
 
     matmul: int
-    repeats: int
+    matmul_repeats: int
     n_train: int
     n_test: int
     n_val: int
     steady_epochs: int
-    max_steady_epochs: int
     batch_sizes: tuple[int, ...]
-    breakdown_steps: int
+    # A full-batch step takes about a second, a mini-batch step milliseconds.
+    full_batch_repeats: int
+    mini_batch_repeats: int
+    startup_repeats: int
 
 
 FULL = Sizes(
     matmul=2048,
-    repeats=3,
+    matmul_repeats=5,
     n_train=60_000,
     n_test=10_000,
     n_val=6_000,
-    steady_epochs=2,
-    max_steady_epochs=50,
+    steady_epochs=3,
     batch_sizes=(256, 128, 32),
-    breakdown_steps=20,
+    full_batch_repeats=3,
+    mini_batch_repeats=20,
+    startup_repeats=3,
 )
 QUICK = Sizes(
-    matmul=256,
-    repeats=1,
+    matmul=512,
+    matmul_repeats=2,
     n_train=1_200,
     n_test=300,
     n_val=200,
-    steady_epochs=1,
-    max_steady_epochs=8,
+    steady_epochs=2,
     batch_sizes=(256, 32),
-    breakdown_steps=2,
+    full_batch_repeats=1,
+    mini_batch_repeats=2,
+    startup_repeats=1,
 )
 
 
@@ -175,25 +183,6 @@ def best_of_each(
             call()
             best[key] = min(best[key], time.perf_counter() - start)
     return best
-
-
-def steady_epoch_seconds(
-    one_epoch: float, more_epochs: float, steady_epochs: int
-) -> float | None:
-    """Seconds per epoch without the warm-up epoch, from two runs' totals.
-
-    A run of 1 epoch and one of `1 + steady_epochs` epochs both pay the first
-    epoch's tracing and compilation; their difference is the steady epochs
-    alone. Returns None when noise makes the difference non-positive.
-    """
-    if steady_epochs < 1:
-        raise ValueError(
-            f"steady_epochs: expected a positive integer, got {steady_epochs}"
-        )
-    difference = more_epochs - one_epoch
-    if difference <= 0:
-        return None
-    return difference / steady_epochs
 
 
 # --- 1. matrix products --------------------------------------------------------
@@ -306,13 +295,45 @@ def epoch_images(variant: VariantConfig, data: Prepared) -> tuple[int, int]:
     return len(data.y_train) - n_val, n_val
 
 
+class EpochClock:
+    """Stands in for a training loop's progress bar: draws nothing, and notes
+    the wall and CPU time when it is made and at the end of every epoch.
+
+    Both training loops report each finished epoch to their bar (the low-level
+    loop by iterating over it, the Keras guard by `update`), so the real
+    functions can be timed epoch by epoch without changing them.
+    """
+
+    def __init__(self, iterable=None, *args, **kwargs):
+        self.iterable = iterable
+        self.stamps = [(time.perf_counter(), time.process_time())]
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self._stamp()
+
+    def update(self, n: int = 1) -> None:
+        """Note the end of an epoch (the Keras guard's call)."""
+        self._stamp()
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        """Accept the loop's figures and show nothing."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def _stamp(self) -> None:
+        self.stamps.append((time.perf_counter(), time.process_time()))
+
+
 @dataclass(frozen=True)
 class Run:
-    """One call of a training function: its reported seconds, the process's CPU
-    seconds around it, and whether Keras refused XLA."""
+    """One call of a training function: wall and CPU seconds of each epoch, and
+    whether Keras refused XLA."""
 
-    seconds: float
-    cpu_seconds: float
+    epoch_seconds: list[float]
+    epoch_cpu_seconds: list[float]
     jit_fell_back: bool
 
 
@@ -323,54 +344,41 @@ def time_training(
     seed: int,
     jit_compile: bool,
     steady_epochs: int,
-    max_steady_epochs: int,
 ) -> dict[str, Any]:
     """Time a variant's real training function; one row of the throughput table.
 
-    Runs the family's `train` for 1 and for `1 + k` epochs, each freshly seeded
-    as the train stage does, and takes the difference, so the first epoch
-    (tracing, compilation) is excluded. `k` starts at `steady_epochs`; when the
-    steady epochs took less time than the first epoch, whose length varies most,
-    `k` grows (up to `max_steady_epochs`) so they outweigh it, and the run is
-    repeated; likewise when noise made the difference non-positive.
-
-    CPU seconds per epoch (all threads) are reported beside wall seconds: on a
-    shared machine they vary less, and their ratio shows how many cores worked.
+    Trains for `1 + steady_epochs` epochs, seeded as the train stage does, and
+    times each epoch. The first (tracing, compilation) is reported apart; the
+    others give the median epoch (`epoch_seconds`, which the rates use) and the
+    fastest one. CPU seconds (all threads) are reported beside wall seconds: on
+    a shared machine they vary less, and their ratio shows how many cores worked.
     """
-    first = _train_once(name, variant, data, seed, jit_compile, 1)
-    k = steady_epochs
-    more = _train_once(name, variant, data, seed, jit_compile, 1 + k)
-    per_epoch = steady_epoch_seconds(first.seconds, more.seconds, k)
-    if k < max_steady_epochs and (per_epoch is None or per_epoch * k < first.seconds):
-        wanted = (
-            max_steady_epochs if per_epoch is None else 2 * first.seconds / per_epoch
+    if steady_epochs < 1:
+        raise ValueError(
+            f"steady_epochs: expected a positive integer, got {steady_epochs}"
         )
-        k = min(max_steady_epochs, max(k + 1, math.ceil(wanted)))
-        more = _train_once(name, variant, data, seed, jit_compile, 1 + k)
-        per_epoch = steady_epoch_seconds(first.seconds, more.seconds, k)
+    run = _train_once(name, variant, data, seed, jit_compile, 1 + steady_epochs)
+    steady = run.epoch_seconds[1:]
+    per_epoch = statistics.median(steady)
 
     n_train, n_eval = epoch_images(variant, data)
-    row = {
+    flops = epoch_flops(layer_sizes(variant), n_train, n_eval)
+    return {
         "variant": name,
         "batch": variant.batch_size or "full",
         "jit": jit_compile,
-        "jit_fell_back": first.jit_fell_back,
+        "jit_fell_back": run.jit_fell_back,
         "images": n_train,
         "eval_images": n_eval,
-        "first_epoch_seconds": first.seconds,
-        "steady_epochs": k,
+        "first_epoch_seconds": run.epoch_seconds[0],
+        "steady_epochs": steady_epochs,
         "epoch_seconds": per_epoch,
-        "epoch_cpu_seconds": steady_epoch_seconds(
-            first.cpu_seconds, more.cpu_seconds, k
-        ),
-        "images_per_second": None,
-        "gflops": None,
+        "best_epoch_seconds": min(steady),
+        "epoch_cpu_seconds": statistics.median(run.epoch_cpu_seconds[1:]),
+        "all_epoch_seconds": run.epoch_seconds,
+        "images_per_second": n_train / per_epoch,
+        "gflops": gflops_rate(flops, per_epoch),
     }
-    if per_epoch is not None:
-        flops = epoch_flops(layer_sizes(variant), n_train, n_eval)
-        row["images_per_second"] = n_train / per_epoch
-        row["gflops"] = gflops_rate(flops, per_epoch)
-    return row
 
 
 def _train_once(
@@ -381,30 +389,62 @@ def _train_once(
     jit_compile: bool,
     epochs: int,
 ) -> Run:
-    """Train for `epochs` epochs as the train stage does, and time it.
+    """Train for `epochs` epochs as the train stage does, timing every epoch.
 
     Keras turns `jit_compile` off, with a warning, when op determinism is on (as
     the train stage sets it); the warning is caught so the table can say so.
+
+    Raises:
+        RuntimeError: when the training module no longer reports its epochs
+            through a progress bar named `tqdm`, so epochs cannot be timed.
     """
     from fmnist.seeding import seed_everything
     from fmnist.training import family
 
+    train = family(variant.family).train
+    module = sys.modules[train.__module__]
+    if not hasattr(module, "tqdm"):
+        raise RuntimeError(
+            f"{module.__name__}: expected a progress bar named 'tqdm' to time "
+            "epochs by, found none"
+        )
+    clocks: list[EpochClock] = []
+
+    def make_clock(*args, **kwargs) -> EpochClock:
+        clocks.append(EpochClock(*args, **kwargs))
+        return clocks[-1]
+
     _clear_session()
     seed_everything(seed)
-    cpu_start = time.process_time()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = family(variant.family).train(
-            name,
-            replace(variant, epochs=epochs),
-            data,
-            seed,
-            jit_compile=jit_compile,
-            progress=False,
+    # The training function is timed as it is: only its progress bar is swapped
+    # for a clock, and put back whatever happens.
+    bar = module.tqdm
+    module.tqdm = make_clock
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(
+                name,
+                replace(variant, epochs=epochs),
+                data,
+                seed,
+                jit_compile=jit_compile,
+                progress=True,
+            )
+    finally:
+        module.tqdm = bar
+    stamps = clocks[0].stamps if len(clocks) == 1 else []
+    if len(stamps) != epochs + 1:
+        raise RuntimeError(
+            f"{module.__name__}: expected one progress bar reporting {epochs} "
+            f"epochs, got {len(clocks)} bars and {max(len(stamps) - 1, 0)} epochs"
         )
-    cpu_seconds = time.process_time() - cpu_start
-    fell_back = any("jit_compile" in str(w.message) for w in caught)
-    return Run(result.seconds, cpu_seconds, fell_back)
+    pairs = list(zip(stamps[:-1], stamps[1:], strict=True))
+    return Run(
+        epoch_seconds=[end[0] - start[0] for start, end in pairs],
+        epoch_cpu_seconds=[end[1] - start[1] for start, end in pairs],
+        jit_fell_back=any("jit_compile" in str(w.message) for w in caught),
+    )
 
 
 def bench_training(
@@ -436,15 +476,7 @@ def bench_training(
             variant.batch_size or "full",
             jit,
         )
-        row = time_training(
-            name,
-            variant,
-            data,
-            config.seed,
-            jit,
-            sizes.steady_epochs,
-            sizes.max_steady_epochs,
-        )
+        row = time_training(name, variant, data, config.seed, jit, sizes.steady_epochs)
         configured = config.variants[name].batch_size
         row["pipeline"] = jit == pipeline_jit and variant.batch_size == configured
         rows.append(row)
@@ -467,7 +499,7 @@ def _clear_session() -> None:
     keras.utils.clear_session()
 
 
-# --- 3. where a step's time goes -----------------------------------------------
+# --- 3. where an epoch's time goes ---------------------------------------------
 
 
 def step_breakdown(
@@ -475,7 +507,7 @@ def step_breakdown(
     variant: VariantConfig,
     data: Prepared,
     seed: int,
-    epoch_seconds: float | None,
+    epoch_seconds: float,
     repeats: int,
 ) -> list[dict[str, Any]]:
     """Split one epoch's time into matrix products, element-wise work and loss,
@@ -526,7 +558,7 @@ def step_breakdown(
             "matrix products (forward and backward)": matmuls,
             "gradient": lambda: _done(gradient(x, y)),
             "optimizer update": lambda: _done(apply(grads)),
-            "scoring": lambda: _done([forward(x) for x in eval_chunks]),
+            "scoring": lambda: _done([forward(chunk) for chunk in eval_chunks]),
         },
         repeats,
     )
@@ -583,14 +615,21 @@ def _matmul_replay(batch: int, kernels: list) -> Callable[[], Any]:
         for k in kernels
     ]
 
+    products = []
+    for index, (x, g, w) in enumerate(zip(inputs, upstream, kernels, strict=True)):
+        products.append((x, w, {}))
+        products.append((x, g, {"transpose_a": True}))
+        if index:
+            products.append((g, w, {"transpose_b": True}))
+
     @tf.function
     def replay():
+        # One after another, as in a real step: run side by side, independent
+        # products would compete for the same two cores and look slower.
         out = []
-        for index, (x, g, w) in enumerate(zip(inputs, upstream, kernels, strict=True)):
-            out.append(tf.matmul(x, w))
-            out.append(tf.matmul(x, g, transpose_a=True))
-            if index:
-                out.append(tf.matmul(g, w, transpose_b=True))
+        for a, b, flags in products:
+            with tf.control_dependencies(out[-1:]):
+                out.append(tf.matmul(a, b, **flags))
         return out
 
     return lambda: _done(replay())
@@ -610,7 +649,7 @@ def _breakdown_rows(
     per_step: dict[str, float],
     steps_per_epoch: int,
     scoring: float,
-    epoch_seconds: float | None,
+    epoch_seconds: float,
 ) -> list[dict[str, Any]]:
     matmul = per_step["matrix products (forward and backward)"]
     parts = {
@@ -621,18 +660,18 @@ def _breakdown_rows(
     }
     epoch_parts = {key: value * steps_per_epoch for key, value in parts.items()}
     epoch_parts["scoring forward pass"] = scoring
-    if epoch_seconds is not None:
-        epoch_parts["rest: framework, data, metrics, Python"] = epoch_seconds - sum(
-            epoch_parts.values()
-        )
-    total = epoch_seconds or sum(epoch_parts.values())
+    # Whatever the parts do not explain: Keras' or the loop's own work per step,
+    # the data pipeline, metrics, Python, and (on a busy machine) waiting.
+    epoch_parts["rest: framework, data, metrics, Python"] = epoch_seconds - sum(
+        epoch_parts.values()
+    )
     return [
         {
             "variant": name,
             "part": part,
             "steps": steps_per_epoch,
             "epoch_seconds": seconds,
-            "share": seconds / total,
+            "share": seconds / epoch_seconds,
         }
         for part, seconds in epoch_parts.items()
     ]
@@ -725,7 +764,14 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
             "reason": f"dvc status exited {status.returncode}: "
             f"{_first_line(status.stderr)}",
         }
-    changed = json.loads(status.stdout or "{}")
+    try:
+        changed = json.loads(status.stdout or "{}")
+    except json.JSONDecodeError:
+        return {
+            "ran": False,
+            "reason": "dvc status --json: expected JSON on stdout, got "
+            f"{_first_line(status.stdout)!r}",
+        }
     if changed:
         return {
             "ran": False,
@@ -846,6 +892,7 @@ TRAINING_COLUMNS: list[Column] = [
     ("1st epoch s", lambda r: r["first_epoch_seconds"]),
     ("timed", lambda r: r["steady_epochs"]),
     ("epoch s", lambda r: r["epoch_seconds"]),
+    ("best s", lambda r: r["best_epoch_seconds"]),
     ("CPU s", lambda r: r["epoch_cpu_seconds"]),
     ("images/s", lambda r: r["images_per_second"]),
     ("GFLOP/s", lambda r: r["gflops"]),
@@ -894,12 +941,15 @@ def render(results: dict[str, Any]) -> str:
     sections = [
         "\n".join(header),
         f"1. Matrix product, float32 ({n}, {n}) @ ({n}, {n}), best of "
-        f"{sizes['repeats']}\n" + table(results["matmul"], MATMUL_COLUMNS),
+        f"{sizes['matmul_repeats']}\n" + table(results["matmul"], MATMUL_COLUMNS),
         "2. Training throughput: the real training functions on synthetic data of "
-        "the real shape; first epoch excluded,\n"
-        "   'timed' epochs averaged; GFLOP/s counts matrix products; x NumPy is "
-        "against section 1; * = what the pipeline runs;\n"
-        "   on->off = Keras refused XLA because op determinism is on\n"
+        "the real shape. Of the 'timed' epochs after\n"
+        "   the first: the median (epoch s, used for the rates) and the fastest "
+        "(best s). CPU s = the median epoch's CPU time\n"
+        "   in this process, all threads (well below 2x epoch s: waiting for a "
+        "core). GFLOP/s counts matrix products;\n"
+        "   x NumPy is against section 1; * = what the pipeline runs; on->off = "
+        "Keras refused XLA (op determinism is on)\n"
         + table(results["training"], TRAINING_COLUMNS),
         "3. Where one epoch's time goes (jit off): each part timed alone (best of "
         "several calls) times steps per epoch;\n"
@@ -973,7 +1023,7 @@ def run(root: Path, quick: bool = False, skip_dvc: bool = False) -> dict[str, An
     load_start = os.getloadavg()[0]
 
     log.info("matrix products, %dx%d", sizes.matmul, sizes.matmul)
-    matmul = bench_matmul(sizes.matmul, sizes.repeats)
+    matmul = bench_matmul(sizes.matmul, sizes.matmul_repeats)
     reference = matmul[0]["gflops"]
 
     data = synthetic_data(sizes.n_train, sizes.n_test, sizes.n_val, config.seed)
@@ -981,7 +1031,7 @@ def run(root: Path, quick: bool = False, skip_dvc: bool = False) -> dict[str, An
 
     breakdown = []
     for name in ("a_arch_b", "b_h4"):
-        variant = config.variants[name]
+        variant = _variant(config, name)
         measured = next(
             r
             for r in training
@@ -990,14 +1040,15 @@ def run(root: Path, quick: bool = False, skip_dvc: bool = False) -> dict[str, An
             and r["batch"] == (variant.batch_size or "full")
         )
         log.info("breaking down one epoch of %s", name)
-        # A full-batch step takes seconds; a few calls find its best time.
-        repeats = sizes.breakdown_steps if variant.batch_size else sizes.repeats
+        repeats = (
+            sizes.mini_batch_repeats if variant.batch_size else sizes.full_batch_repeats
+        )
         breakdown += step_breakdown(
             name, variant, data, config.seed, measured["epoch_seconds"], repeats
         )
 
     log.info("start-up costs")
-    startup = bench_startup(root, sizes.repeats)
+    startup = bench_startup(root, sizes.startup_repeats)
     if skip_dvc:
         dvc = {"ran": False, "reason": "--skip-dvc"}
     else:
@@ -1029,7 +1080,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the benchmark, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes: seconds, not minutes"
+        "--quick",
+        action="store_true",
+        help="small sizes: about a minute instead of ten; for tests",
     )
     parser.add_argument(
         "--skip-dvc", action="store_true", help="do not time a no-op dvc repro"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import types
 from dataclasses import replace
@@ -70,13 +71,6 @@ def test_gflops_rate_and_ratios():
     assert [row["ratio"] for row in rows] == [1.0, 0.5, None]
 
 
-def test_steady_epoch_seconds_excludes_the_first_epoch():
-    assert benchmark.steady_epoch_seconds(3.0, 7.0, 2) == pytest.approx(2.0)
-    assert benchmark.steady_epoch_seconds(3.0, 2.9, 2) is None
-    with pytest.raises(ValueError, match="steady_epochs"):
-        benchmark.steady_epoch_seconds(3.0, 7.0, 0)
-
-
 def test_best_of_each_skips_warmup_and_keeps_each_fastest(monkeypatch):
     # Each call advances a fake clock by its next duration; round 0 is warm-up.
     durations = {"a": iter([0.5, 3.0, 1.0, 2.0]), "b": iter([9.0, 4.0, 5.0, 0.25])}
@@ -113,67 +107,86 @@ def test_synthetic_data_has_the_prepared_shapes():
         benchmark.synthetic_data(10, 5, 10)
 
 
-def _fake_family(monkeypatch, seconds_for_epochs):
-    """Replace the training function with one that reports fixed durations and
-    uses two cores' worth of CPU time while it runs."""
+def _fake_family(monkeypatch, epoch_seconds, style="iterate"):
+    """Replace the training function with one whose epochs take the given wall
+    seconds (and twice that in CPU seconds, two cores' worth) on a fake clock.
+
+    It reports epochs to its progress bar as the low-level loop does (iterating)
+    or as the Keras guard does (`update`), and records the epochs it was asked
+    for.
+    """
+    clock = {"wall": 0.0, "cpu": 0.0}
     calls = []
-    cpu = {"seconds": 0.0}
+    module = types.ModuleType("fake_training")
 
     def train(name, variant, data, seed, jit_compile=True, progress=True):
         calls.append(variant.epochs)
-        seconds = seconds_for_epochs(variant.epochs)
-        cpu["seconds"] += 2 * seconds
-        return TrainResult([], 0, seconds, lambda _: None)
+        if style == "iterate":
+            for epoch in module.tqdm(range(variant.epochs), disable=not progress):
+                _advance(clock, epoch_seconds[epoch])
+        else:
+            bar = module.tqdm(total=variant.epochs, disable=not progress)
+            for epoch in range(variant.epochs):
+                _advance(clock, epoch_seconds[epoch])
+                bar.update(1)
+                bar.set_postfix(loss="0.1")
+            bar.close()
+        return TrainResult([], 0, sum(epoch_seconds), lambda _: None)
 
-    module = types.SimpleNamespace(train=train)
+    train.__module__ = module.__name__
+    module.train = train
+    module.tqdm = None  # what the clock stands in for
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr("fmnist.training.family", lambda name: module)
     monkeypatch.setattr("fmnist.seeding.seed_everything", lambda seed: None)
     monkeypatch.setattr(benchmark, "_clear_session", lambda: None)
-    clock = types.SimpleNamespace(process_time=lambda: cpu["seconds"])
-    monkeypatch.setattr(benchmark, "time", clock)
-    return calls
+    fake_time = types.SimpleNamespace(
+        perf_counter=lambda: clock["wall"], process_time=lambda: clock["cpu"]
+    )
+    monkeypatch.setattr(benchmark, "time", fake_time)
+    return calls, module
 
 
-def test_time_training_rates_from_the_steady_epochs(monkeypatch):
-    calls = _fake_family(monkeypatch, lambda epochs: 1.0 + 1.5 * epochs)
+def _advance(clock, seconds):
+    clock["wall"] += seconds
+    clock["cpu"] += 2 * seconds
+
+
+@pytest.mark.parametrize("style", ["iterate", "update"])
+def test_time_training_rates_from_the_median_steady_epoch(monkeypatch, style):
+    calls, module = _fake_family(monkeypatch, [4.0, 1.0, 3.0, 2.0], style)
     variant = VariantConfig(family="keras_mlp", hidden=[800, 600, 400, 200])
     variant = replace(variant, batch_size=256)
     data = benchmark.synthetic_data(1000, 300, 200)
 
-    row = benchmark.time_training("b_h4", variant, data, 0, False, 2, 8)
+    row = benchmark.time_training("b_h4", variant, data, 0, False, 3)
 
-    assert calls == [1, 3]
-    assert row["first_epoch_seconds"] == 2.5
-    assert row["epoch_seconds"] == pytest.approx(1.5)
-    assert row["epoch_cpu_seconds"] == pytest.approx(3.0)
+    assert calls == [4]
+    assert module.tqdm is None  # the bar is put back
+    assert row["first_epoch_seconds"] == 4.0
+    assert row["all_epoch_seconds"] == [4.0, 1.0, 3.0, 2.0]
+    assert row["epoch_seconds"] == 2.0 and row["best_epoch_seconds"] == 1.0
+    assert row["epoch_cpu_seconds"] == 4.0
     assert (row["images"], row["eval_images"]) == (800, 200)
-    assert row["images_per_second"] == pytest.approx(800 / 1.5)
+    assert row["images_per_second"] == pytest.approx(800 / 2.0)
     sizes = (784, 800, 600, 400, 200, 10)
     flops = benchmark.train_step_flops(sizes, 800) + benchmark.forward_flops(sizes, 200)
-    assert row["gflops"] == pytest.approx(flops / 1.5 / 1e9)
+    assert row["gflops"] == pytest.approx(flops / 2.0 / 1e9)
 
 
-def test_time_training_adds_epochs_when_the_first_one_dominates(monkeypatch):
-    calls = _fake_family(monkeypatch, lambda epochs: 5.0 + 0.1 * (epochs - 1))
-    variant = VariantConfig(family="lowlevel", hidden=[])
+def test_time_training_fails_when_epochs_go_unreported(monkeypatch):
+    calls, module = _fake_family(monkeypatch, [1.0, 1.0, 1.0])
+    module.train = lambda *args, **kwargs: None  # trains without a progress bar
+    module.train.__module__ = module.__name__
     data = benchmark.synthetic_data(100, 30, 20)
 
-    row = benchmark.time_training("a_softmax", variant, data, 0, False, 1, 8)
+    with pytest.raises(RuntimeError, match="expected one progress bar reporting 3"):
+        benchmark.time_training("a_softmax", VariantConfig(), data, 0, False, 2)
+    assert module.tqdm is None
 
-    assert calls == [1, 2, 9]
-    assert row["steady_epochs"] == 8
-    assert row["epoch_seconds"] == pytest.approx(0.1)
-
-
-def test_time_training_reports_noise_as_missing(monkeypatch):
-    _fake_family(monkeypatch, lambda epochs: 5.0 - 0.1 * epochs)
-    data = benchmark.synthetic_data(100, 30, 20)
-    variant = VariantConfig(family="lowlevel")
-
-    row = benchmark.time_training("a_softmax", variant, data, 0, False, 1, 4)
-
-    assert row["epoch_seconds"] is None and row["gflops"] is None
-    assert row["steady_epochs"] == 4
+    del module.tqdm
+    with pytest.raises(RuntimeError, match="expected a progress bar named 'tqdm'"):
+        benchmark.time_training("a_softmax", VariantConfig(), data, 0, False, 2)
 
 
 def test_stage_breakdown_reads_recorded_training_times(tmp_path):
@@ -326,10 +339,12 @@ def _check_training(results):
     assert any(keras_jit)
 
     for row in rows:
-        assert row["first_epoch_seconds"] > 0
-        if row["epoch_seconds"] is None:
-            assert row["gflops"] is None and row["ratio"] is None
-            continue
+        epochs = row["all_epoch_seconds"]
+        assert len(epochs) == 1 + results["sizes"]["steady_epochs"]
+        assert all(seconds > 0 for seconds in epochs)
+        assert row["first_epoch_seconds"] == epochs[0]
+        assert row["epoch_seconds"] == pytest.approx(statistics.median(epochs[1:]))
+        assert row["best_epoch_seconds"] == min(epochs[1:])
         sizes = benchmark.layer_sizes(config.variants[row["variant"]])
         flops = benchmark.epoch_flops(sizes, row["images"], row["eval_images"])
         assert row["images_per_second"] == pytest.approx(
