@@ -749,15 +749,7 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
         return {"ran": False, "reason": f"{lock} not found: the pipeline never ran"}
     dvc = [sys.executable, "-m", "dvc"]
 
-    start = time.perf_counter()
-    status = subprocess.run(
-        [*dvc, "status", "--json"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    status_seconds = time.perf_counter() - start
+    status, status_seconds = _timed_run([*dvc, "status", "--json"], root)
     if status.returncode != 0:
         return {
             "ran": False,
@@ -780,15 +772,7 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
             "status_seconds": status_seconds,
         }
 
-    start = time.perf_counter()
-    repro = subprocess.run(
-        [*dvc, "repro"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    repro_seconds = time.perf_counter() - start
+    repro, repro_seconds = _timed_run([*dvc, "repro"], root)
     if repro.returncode != 0:
         return {
             "ran": False,
@@ -800,6 +784,15 @@ def bench_dvc_noop(root: Path) -> dict[str, Any]:
         "status_seconds": status_seconds,
         "repro_seconds": repro_seconds,
     }
+
+
+def _timed_run(args: list[str], cwd) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command quietly in `cwd`; return it and its wall time in seconds."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    return result, time.perf_counter() - start
 
 
 def _first_line(text: str) -> str:
