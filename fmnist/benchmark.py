@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 from fmnist.config import Config, VariantConfig, load_config
 from fmnist.data.prepare import Prepared
 from fmnist.io import atomic_path
+from fmnist.training import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +336,8 @@ class Run:
     epoch_seconds: list[float]
     epoch_cpu_seconds: list[float]
     jit_fell_back: bool
+    # Batches per call into Keras' compiled step; None for the low-level loop.
+    steps_per_call: int | None
 
 
 def time_training(
@@ -344,8 +347,12 @@ def time_training(
     seed: int,
     jit_compile: bool,
     steady_epochs: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time a variant's real training function; one row of the throughput table.
+
+    `options` go to the training function as keyword arguments (Keras'
+    `steps_per_execution`, to time it against its default).
 
     Trains for `1 + steady_epochs` epochs, seeded as the train stage does, and
     times each epoch. The first (tracing, compilation) is reported apart; the
@@ -357,7 +364,10 @@ def time_training(
         raise ValueError(
             f"steady_epochs: expected a positive integer, got {steady_epochs}"
         )
-    run = _train_once(name, variant, data, seed, jit_compile, 1 + steady_epochs)
+    options = dict(options or {})
+    run = _train_once(
+        name, variant, data, seed, jit_compile, 1 + steady_epochs, options
+    )
     steady = run.epoch_seconds[1:]
     per_epoch = statistics.median(steady)
 
@@ -368,6 +378,7 @@ def time_training(
         "batch": variant.batch_size or "full",
         "jit": jit_compile,
         "jit_fell_back": run.jit_fell_back,
+        "steps_per_call": run.steps_per_call,
         "images": n_train,
         "eval_images": n_eval,
         "first_epoch_seconds": run.epoch_seconds[0],
@@ -388,6 +399,7 @@ def _train_once(
     seed: int,
     jit_compile: bool,
     epochs: int,
+    options: dict[str, Any],
 ) -> Run:
     """Train for `epochs` epochs as the train stage does, timing every epoch.
 
@@ -430,6 +442,7 @@ def _train_once(
                 seed,
                 jit_compile=jit_compile,
                 progress=True,
+                **options,
             )
     finally:
         module.tqdm = bar
@@ -444,6 +457,9 @@ def _train_once(
         epoch_seconds=[end[0] - start[0] for start, end in pairs],
         epoch_cpu_seconds=[end[1] - start[1] for start, end in pairs],
         jit_fell_back=any("jit_compile" in str(w.message) for w in caught),
+        steps_per_call=options.get(
+            "steps_per_execution", getattr(module, "STEPS_PER_EXECUTION", None)
+        ),
     )
 
 
@@ -453,32 +469,39 @@ def bench_training(
     """Throughput rows for Part A (a_arch_b, a_softmax) and Part B (b_h4).
 
     a_arch_b and b_h4 at their configured batch run with XLA off and on; b_h4
-    also runs at the other batch sizes in `sizes`. The row matching what the
-    pipeline runs (configured batch and `train.jit_compile`) is marked.
+    also runs one batch per call into Keras' step (against the pipeline's
+    several) and at the other batch sizes in `sizes`. The rows matching what the
+    pipeline runs (configured batch and `train.jit_compile`) are marked.
     """
     pipeline_jit = config.train.jit_compile
-    plan: list[tuple[str, VariantConfig, bool]] = []
+    plan: list[tuple[str, VariantConfig, bool, dict[str, Any]]] = []
     for name in ("a_arch_b", "a_softmax"):
         variant = _variant(config, name)
         jits = (False, True) if name == "a_arch_b" else (pipeline_jit,)
-        plan += [(name, variant, jit) for jit in jits]
+        plan += [(name, variant, jit, {}) for jit in jits]
     b_h4 = _variant(config, "b_h4")
-    plan += [("b_h4", b_h4, jit) for jit in (False, True)]
+    plan += [("b_h4", b_h4, jit, {}) for jit in (False, True)]
+    plan.append(("b_h4", b_h4, pipeline_jit, {"steps_per_execution": 1}))
     for batch in sizes.batch_sizes:
         if batch != b_h4.batch_size:
-            plan.append(("b_h4", replace(b_h4, batch_size=batch), pipeline_jit))
+            plan.append(("b_h4", replace(b_h4, batch_size=batch), pipeline_jit, {}))
 
     rows = []
-    for name, variant, jit in plan:
+    for name, variant, jit, options in plan:
         log.info(
-            "timing %s, batch %s, jit_compile %s",
+            "timing %s, batch %s, jit_compile %s %s",
             name,
             variant.batch_size or "full",
             jit,
+            options or "",
         )
-        row = time_training(name, variant, data, config.seed, jit, sizes.steady_epochs)
+        row = time_training(
+            name, variant, data, config.seed, jit, sizes.steady_epochs, options
+        )
         configured = config.variants[name].batch_size
-        row["pipeline"] = jit == pipeline_jit and variant.batch_size == configured
+        row["pipeline"] = (
+            jit == pipeline_jit and variant.batch_size == configured and not options
+        )
         rows.append(row)
     return with_ratios(rows, reference)
 
@@ -571,7 +594,7 @@ def _network(variant: VariantConfig, seed: int):
     """The variant's real network, its loss from logits and its optimizer."""
     if variant.family == "lowlevel":
         from fmnist.lowlevel import model as nn
-        from fmnist.lowlevel.train import build, make_optimizer
+        from fmnist.lowlevel.train import build
 
         network = build(variant, N_FEATURES, N_CLASSES, seed)
 
@@ -585,7 +608,6 @@ def _network(variant: VariantConfig, seed: int):
     import keras
 
     from fmnist.keras_mlp.model import build
-    from fmnist.keras_mlp.train import OPTIMIZERS
 
     network = build(variant, N_FEATURES, N_CLASSES)
     entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -593,8 +615,7 @@ def _network(variant: VariantConfig, seed: int):
     def loss(logits, labels):
         return entropy(labels, logits) + sum(network.losses)
 
-    optimizer = OPTIMIZERS[variant.optimizer](learning_rate=variant.learning_rate)
-    return network, loss, optimizer
+    return network, loss, make_optimizer(variant)
 
 
 def _matmul_replay(batch: int, kernels: list) -> Callable[[], Any]:
@@ -881,6 +902,7 @@ TRAINING_COLUMNS: list[Column] = [
         "jit",
         lambda r: "on->off" if r["jit_fell_back"] else ("on" if r["jit"] else "off"),
     ),
+    ("steps/call", lambda r: r["steps_per_call"] or "-"),
     ("images", lambda r: r["images"]),
     ("1st epoch s", lambda r: r["first_epoch_seconds"]),
     ("timed", lambda r: r["steady_epochs"]),
@@ -942,7 +964,8 @@ def render(results: dict[str, Any]) -> str:
         "   in this process, all threads (well below 2x epoch s: waiting for a "
         "core). GFLOP/s counts matrix products;\n"
         "   x NumPy is against section 1; * = what the pipeline runs; on->off = "
-        "Keras refused XLA (op determinism is on)\n"
+        "Keras refused XLA (op determinism is on);\n"
+        "   steps/call = batches per call into Keras' compiled training step\n"
         + table(results["training"], TRAINING_COLUMNS),
         "3. Where one epoch's time goes (jit off): each part timed alone (best of "
         "several calls) times steps per epoch;\n"
@@ -1011,6 +1034,10 @@ def run(root: Path, quick: bool = False, skip_dvc: bool = False) -> dict[str, An
     """Measure everything and return the results (what `--json` writes)."""
     import tensorflow as tf
 
+    from fmnist.seeding import one_op_at_a_time
+
+    # As in the train stage; it can only be set before TensorFlow's first op.
+    one_op_at_a_time()
     sizes = QUICK if quick else FULL
     config = read_config(root)
     load_start = os.getloadavg()[0]

@@ -77,9 +77,8 @@ def evaluate_variant(
     Returns:
         The metrics written to `eval.json`.
     """
-    n_classes = max(int(data.y_train.max()), int(data.y_test.max())) + 1
     logits_fn, params = family(variant.family).load_logits_fn(
-        model_dir, variant, data.x_train.shape[1], n_classes
+        model_dir, variant, data.x_train.shape[1], data.n_classes
     )
     scores = score(predict_logits(logits_fn, data.x_test, batch_size), data.y_test)
     final = read_history(metrics_dir / "history.csv")[-1]

@@ -33,6 +33,19 @@ def family(name: str) -> ModuleType:
     return importlib.import_module(f"fmnist.{name}")
 
 
+def make_optimizer(variant):
+    """The Keras optimizer a variant names (one of `config.OPTIMIZERS`), at its
+    learning rate; both model families train with it."""
+    import keras
+
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[variant.optimizer](learning_rate=variant.learning_rate)
+
+
 def check_finite(variant: str, epoch: int, values: dict[str, float]) -> None:
     """Stop training when a loss is NaN or infinite, naming variant and epoch.
 

@@ -20,6 +20,7 @@ from conftest import ROOT, compose_config, run
 
 from fmnist import benchmark
 from fmnist.config import VariantConfig
+from fmnist.keras_mlp.train import STEPS_PER_EXECUTION
 from fmnist.training import TrainResult
 
 ARCH_B = (784, 300, 100, 10)
@@ -120,6 +121,7 @@ def _fake_family(monkeypatch, epoch_seconds, style="iterate"):
     module = types.ModuleType("fake_training")
 
     def train(name, variant, data, seed, jit_compile=True, progress=True):
+        # No keyword options: the benchmark passes none unless a row asks.
         calls.append(variant.epochs)
         if style == "iterate":
             for epoch in module.tqdm(range(variant.epochs), disable=not progress):
@@ -315,20 +317,27 @@ def _check_training(results):
     config = compose_config()
     reference = results["matmul"][0]["gflops"]
     rows = results["training"]
-    plan = [(r["variant"], r["batch"], r["jit"]) for r in rows]
+    many = STEPS_PER_EXECUTION
+    assert many > 1
+    plan = [(r["variant"], r["batch"], r["jit"], r["steps_per_call"]) for r in rows]
     assert plan == [
-        ("a_arch_b", "full", False),
-        ("a_arch_b", "full", True),
-        ("a_softmax", "full", config.train.jit_compile),
-        ("b_h4", 256, False),
-        ("b_h4", 256, True),
-        ("b_h4", 32, config.train.jit_compile),
+        ("a_arch_b", "full", False, None),
+        ("a_arch_b", "full", True, None),
+        ("a_softmax", "full", config.train.jit_compile, None),
+        ("b_h4", 256, False, many),
+        ("b_h4", 256, True, many),
+        ("b_h4", 256, config.train.jit_compile, 1),
+        ("b_h4", 32, config.train.jit_compile, many),
     ]
-    starred = [(r["variant"], r["batch"], r["jit"]) for r in rows if r["pipeline"]]
+    starred = [
+        (r["variant"], r["batch"], r["jit"], r["steps_per_call"])
+        for r in rows
+        if r["pipeline"]
+    ]
     assert starred == [
-        ("a_arch_b", "full", config.train.jit_compile),
-        ("a_softmax", "full", config.train.jit_compile),
-        ("b_h4", 256, config.train.jit_compile),
+        ("a_arch_b", "full", config.train.jit_compile, None),
+        ("a_softmax", "full", config.train.jit_compile, None),
+        ("b_h4", 256, config.train.jit_compile, many),
     ]
     # The train stage turns op determinism on, so Keras refuses XLA; the
     # low-level loop compiles its own tf.function and keeps it.

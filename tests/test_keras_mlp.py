@@ -310,6 +310,38 @@ def test_fit_lowers_the_loss_and_the_saved_model_gives_the_same_logits(
     assert float(loss) == pytest.approx(history[-1]["val_loss"], rel=1e-4)
 
 
+@pytest.mark.parametrize("name", ["b_h1", "b_h3_dropout25", "b_h4_batchnorm"])
+def test_many_batches_per_call_learn_what_one_per_call_learns(
+    config, name, monkeypatch
+):
+    """`steps_per_execution` is a speed setting: same history, same weights."""
+    assert keras_train.STEPS_PER_EXECUTION > 1
+    built = capture_built_model(monkeypatch)
+    data = synthetic_data()
+    variant = dataclasses.replace(config.variants[name], epochs=2, batch_size=10)
+    histories = []
+    for steps in (1, keras_train.STEPS_PER_EXECUTION):
+        keras.utils.set_random_seed(0)
+        result = keras_train.train(
+            name,
+            variant,
+            data,
+            seed=config.seed,
+            jit_compile=False,
+            progress=False,
+            steps_per_execution=steps,
+        )
+        histories.append(result.history)
+
+    _, y_fit, _, _ = data.fit_split()
+    # More batches in an epoch than in one call, and a remainder: both paths run.
+    assert len(y_fit) // 10 > keras_train.STEPS_PER_EXECUTION
+    assert (len(y_fit) // 10) % keras_train.STEPS_PER_EXECUTION != 0
+    assert histories[0] == histories[1]
+    for one, many in zip(built[0].get_weights(), built[1].get_weights(), strict=True):
+        np.testing.assert_array_equal(one, many)
+
+
 def test_loading_rejects_a_model_of_another_shape(config, tmp_path):
     model = keras_mlp.build(config.variants["b_softmax"], 784, 10)
     model.save(tmp_path / keras_train.MODEL_FILE)

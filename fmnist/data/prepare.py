@@ -25,6 +25,11 @@ class Prepared:
     y_test: np.ndarray
     val_index: np.ndarray
 
+    @property
+    def n_classes(self) -> int:
+        """Number of classes: one more than the largest label of either split."""
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
     def fit_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Return (x_fit, y_fit, x_val, y_val): the training set minus validation."""
         mask = np.ones(len(self.y_train), dtype=bool)

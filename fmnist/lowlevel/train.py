@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from fmnist.config import VariantConfig
 from fmnist.data.prepare import Prepared
 from fmnist.lowlevel import model as nn
-from fmnist.training import TrainResult, check_finite
+from fmnist.training import TrainResult, check_finite, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,6 @@ def build(variant: VariantConfig, n_features: int, n_classes: int, seed: int) ->
         bn_momentum=variant.bn_momentum,
         bn_epsilon=variant.bn_epsilon,
     )
-
-
-def make_optimizer(variant: VariantConfig) -> tf.keras.optimizers.Optimizer:
-    """The optimizer a variant names, at its learning rate."""
-    optimizers = {
-        "adam": tf.keras.optimizers.Adam,
-        "sgd": tf.keras.optimizers.SGD,
-        "rmsprop": tf.keras.optimizers.RMSprop,
-    }
-    return optimizers[variant.optimizer](learning_rate=variant.learning_rate)
 
 
 def train(
@@ -61,9 +51,7 @@ def train(
     Raises:
         DivergenceError: when a loss becomes NaN or infinite.
     """
-    n_classes = int(data.y_train.max()) + 1
-    n_classes = max(n_classes, int(data.y_test.max()) + 1)
-    network = build(variant, data.x_train.shape[1], n_classes, seed)
+    network = build(variant, data.x_train.shape[1], data.n_classes, seed)
     optimizer = make_optimizer(variant)
     log.info(
         "%s: %d trainable parameters, %d training and %d test images, %d epochs",
