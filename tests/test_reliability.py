@@ -151,6 +151,16 @@ def test_seeding_runs_graph_ops_one_at_a_time():
     assert result.stdout.strip().splitlines()[-1] == "1"
 
 
+def test_seeding_after_tensorflow_started_warns_that_results_may_differ():
+    code = (
+        "import logging; logging.basicConfig(); import tensorflow as tf; "
+        "tf.constant(1.0) + 1.0; "
+        "from fmnist.seeding import seed_everything; seed_everything(0)"
+    )
+    result = run([sys.executable, "-c", code], cwd=Path(__file__).parent)
+    assert "results can differ in the last digits between processes" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["a_arch_a", "b_h1"])
 def test_another_seed_gives_another_history(tiny, name):
     config, data = tiny
