@@ -112,6 +112,11 @@ print(json.dumps([len(data.y_train), result.history]))
 """
 
 
+def python_in_new_process(code: str, *args: str):
+    """Run `code` in a new interpreter (the tests' folder first on its path)."""
+    return run([sys.executable, "-c", code, *args], cwd=Path(__file__).parent)
+
+
 def test_full_size_batchnorm_history_is_identical_across_processes():
     """Three separate processes, one full-size history.
 
@@ -121,16 +126,8 @@ def test_full_size_batchnorm_history_is_identical_across_processes():
     """
     histories = []
     for _ in range(3):
-        result = run(
-            [
-                sys.executable,
-                "-c",
-                FULL_SIZE_RUN,
-                "a_arch_b_batchnorm",
-                "12",
-                DEBIAN_DIR,
-            ],
-            cwd=Path(__file__).parent,
+        result = python_in_new_process(
+            FULL_SIZE_RUN, "a_arch_b_batchnorm", "12", DEBIAN_DIR
         )
         n_train, history = json.loads(result.stdout.strip().splitlines()[-1])
         assert n_train == 60000
@@ -147,7 +144,7 @@ def test_seeding_runs_graph_ops_one_at_a_time():
         "import tensorflow as tf; "
         "print(tf.config.threading.get_inter_op_parallelism_threads())"
     )
-    result = run([sys.executable, "-c", code], cwd=Path(__file__).parent)
+    result = python_in_new_process(code)
     assert result.stdout.strip().splitlines()[-1] == "1"
 
 
@@ -157,7 +154,7 @@ def test_seeding_after_tensorflow_started_warns_that_results_may_differ():
         "tf.constant(1.0) + 1.0; "
         "from fmnist.seeding import seed_everything; seed_everything(0)"
     )
-    result = run([sys.executable, "-c", code], cwd=Path(__file__).parent)
+    result = python_in_new_process(code)
     assert "results can differ in the last digits between processes" in result.stderr
 
 
